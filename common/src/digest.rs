@@ -1,0 +1,92 @@
+//! Content digests: modules are named by the sha256 of their bytes, written `sha256:<hex>`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A sha256 content digest.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 32]);
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid module digest `{0}`: expected sha256: followed by 64 hex digits")]
+pub struct DigestError(String);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// Lowercase hex without the `sha256:` prefix (used for file names).
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// True when `s` looks like a digest rather than a file path.
+    pub fn looks_like(s: &str) -> bool {
+        s.strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
+/// Incremental hashing for streamed uploads.
+#[derive(Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest(self.0.finalize().into())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex_part = s.trim().strip_prefix("sha256:").ok_or_else(|| DigestError(s.to_string()))?;
+        let bytes = hex::decode(hex_part).map_err(|_| DigestError(s.to_string()))?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| DigestError(s.to_string()))?;
+        Ok(Self(arr))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", &self.hex()[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_matches_sha256() {
+        let d = Digest::of(b"abc");
+        assert_eq!(
+            d.to_string(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        assert!(Digest::looks_like(&d.to_string()));
+        assert!(!Digest::looks_like("examples/echo.wasm"));
+        assert!("sha256:abc".parse::<Digest>().is_err());
+        let mut h = Hasher::default();
+        h.update(b"a");
+        h.update(b"bc");
+        assert_eq!(h.finish(), d);
+    }
+}

@@ -1,0 +1,100 @@
+//! Byte sizes as users write them (`64MiB`, `512KiB`, `1GB`, `1048576`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A number of bytes. Parses `64MiB`-style strings and plain integers; prints the shortest
+/// exact binary unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Size(pub u64);
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+
+impl Size {
+    pub const fn mib(n: u64) -> Self {
+        Self(n * MIB)
+    }
+
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid size `{0}`: expected a number of bytes or a size such as 64MiB, 512KiB or 2GiB")]
+pub struct SizeError(String);
+
+impl FromStr for Size {
+    type Err = SizeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.is_empty() || t.starts_with('-') {
+            return Err(SizeError(s.to_string()));
+        }
+        t.parse::<bytesize::ByteSize>()
+            .map(|b| Self(b.as_u64()))
+            .map_err(|_| SizeError(s.to_string()))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, name) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
+            if n >= unit && n % unit == 0 {
+                return write!(f, "{}{name}", n / unit);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Self(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_user_sizes() {
+        assert_eq!("64MiB".parse::<Size>().unwrap(), Size::mib(64));
+        assert_eq!("64 MiB".parse::<Size>().unwrap(), Size::mib(64));
+        assert_eq!("1048576".parse::<Size>().unwrap(), Size::mib(1));
+        assert_eq!("2GiB".parse::<Size>().unwrap(), Size(2 * GIB));
+        assert!("lots".parse::<Size>().is_err());
+        assert!("-1".parse::<Size>().is_err());
+        assert!("".parse::<Size>().is_err());
+    }
+
+    #[test]
+    fn prints_exact_units() {
+        assert_eq!(Size::mib(64).to_string(), "64MiB");
+        assert_eq!(Size(1536).to_string(), "1536B");
+        assert_eq!(Size(3 * KIB).to_string(), "3KiB");
+        assert_eq!(Size(0).to_string(), "0B");
+    }
+}

@@ -1,0 +1,2 @@
+//! The wasmgrid master.
+pub mod state;

@@ -1,0 +1,70 @@
+//! Commands: every change to the replicated state is one of these, carried in a Raft entry.
+//!
+//! One entry holds a batch of commands (group commit) and the leader's clock, so applying it
+//! is deterministic on every master.
+
+use serde::{Deserialize, Serialize};
+
+use super::module::ModuleMeta;
+use super::task::{Report, TaskId, TaskSpec};
+
+/// The payload of one Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The proposing leader's wall clock, in ms since the epoch.
+    pub at_ms: i64,
+    pub commands: Vec<Command>,
+}
+
+/// A client's idempotency key for a submit.
+pub type RequestId = [u8; 16];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTask {
+    pub spec: TaskSpec,
+    pub input: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A module whose bytes are already in the blob store.
+    PutModule(ModuleMeta),
+    Submit {
+        request_id: Option<RequestId>,
+        tasks: Vec<NewTask>,
+    },
+    /// Results of runs, as reported by executors.
+    Finish(Vec<Report>),
+    Cancel(TaskId),
+    Register {
+        name: String,
+        addr: String,
+        incarnation: u64,
+        slots: u32,
+        memory: u64,
+    },
+    /// The leader saw no heartbeat from this incarnation for a whole lease.
+    ExecutorLost {
+        name: String,
+        incarnation: u64,
+    },
+}
+
+/// What applying one command answers to its proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Done,
+    Submitted(Vec<TaskId>),
+    Refused(Refusal),
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    #[error("task {0} has already finished")]
+    AlreadyFinished(TaskId),
+    #[error("unknown module {0}: upload it first with `master-client module upload`")]
+    UnknownModule(String),
+}

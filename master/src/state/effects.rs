@@ -1,0 +1,67 @@
+//! What applying a batch asks the world outside the state machine to do: records to store,
+//! tasks to send to executors, executors to tell to stop, waiters to wake.
+//!
+//! The state machine itself never does I/O; the storage layer and the leader's sessions act
+//! on these.
+
+use std::collections::BTreeSet;
+
+use wasmgrid_common::Digest;
+
+use super::module::{ModuleKind, ModuleMeta};
+use super::task::{Limits, TaskId, TaskOutput, TaskRecord};
+use super::RequestId;
+
+/// A run placed on an executor: everything it needs but the input bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    pub executor: String,
+    pub task: TaskId,
+    pub attempt: u32,
+    pub module: Digest,
+    pub kind: ModuleKind,
+    pub limits: Limits,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// One run on one executor, named by its fencing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunRef {
+    pub task: TaskId,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Live tasks whose record changed: store these.
+    pub changed: BTreeSet<TaskId>,
+    /// Tasks that reached a final state, with their final record (no longer in memory).
+    pub finished: Vec<TaskRecord>,
+    pub inputs: Vec<(TaskId, Vec<u8>)>,
+    pub outputs: Vec<(TaskId, TaskOutput)>,
+    pub dispatch: Vec<Dispatch>,
+    /// Runs an executor must stop (cancelled, or moved elsewhere).
+    pub stop: Vec<(String, RunRef)>,
+    /// Reports that were applied (accepted or ignored): the executor may forget them.
+    pub acks: Vec<(String, RunRef)>,
+    pub modules: Vec<ModuleMeta>,
+    pub executors: BTreeSet<String>,
+    pub requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
+    pub requests_expired: Vec<RequestId>,
+}
+
+impl Effects {
+    /// True when nothing needs storing or sending.
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty()
+            && self.finished.is_empty()
+            && self.dispatch.is_empty()
+            && self.stop.is_empty()
+            && self.acks.is_empty()
+            && self.modules.is_empty()
+            && self.executors.is_empty()
+            && self.requests_added.is_empty()
+            && self.requests_expired.is_empty()
+    }
+}

@@ -1,0 +1,58 @@
+//! Executor records: capacity, what runs where, and whether new work may go there.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::task::TaskId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutorState {
+    Alive,
+    /// Finishing its tasks; takes no new ones.
+    Draining,
+    /// Silent past its lease, or gone; its tasks were moved.
+    Lost,
+}
+
+impl ExecutorState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Draining => "draining",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorRecord {
+    pub name: String,
+    pub addr: String,
+    pub incarnation: u64,
+    pub slots: u32,
+    pub memory: u64,
+    pub state: ExecutorState,
+    pub registered_at_ms: i64,
+    /// Tasks placed here and not finished: derived from the task records, never stored.
+    #[serde(skip)]
+    pub running: BTreeSet<TaskId>,
+    /// Memory those tasks asked for: derived, never stored.
+    #[serde(skip)]
+    pub memory_reserved: u64,
+}
+
+impl ExecutorRecord {
+    pub fn free_slots(&self) -> u32 {
+        self.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
+    }
+
+    pub fn free_memory(&self) -> u64 {
+        self.memory.saturating_sub(self.memory_reserved)
+    }
+
+    /// True when a task needing `memory` could be placed here now.
+    pub fn fits_now(&self, memory: u64) -> bool {
+        self.state == ExecutorState::Alive && self.free_slots() > 0 && self.free_memory() >= memory
+    }
+}

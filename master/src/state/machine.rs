@@ -1,0 +1,362 @@
+//! The replicated state machine: a pure function from (state, batch of commands) to
+//! (new state, responses, effects). No I/O happens here, so every master applying the same
+//! log reaches the same state, and the logic is tested with plain values.
+//!
+//! Only live tasks (pending or running) are held in memory; a task that reaches a final
+//! state leaves memory through `Effects::finished` and lives on in storage.
+//!
+//! Placement is part of applying: after each batch the machine places pending tasks on
+//! executors with room, deterministically, so no separate "assign" entry (and no extra fsync)
+//! stands between a submit and its run.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use wasmgrid_common::Digest;
+
+use super::command::{Batch, Command, NewTask, Refusal, RequestId, Response};
+use super::effects::{Effects, RunRef};
+use super::executor::{ExecutorRecord, ExecutorState};
+use super::module::ModuleMeta;
+use super::placement;
+use super::task::{Failure, FailureKind, Report, TaskId, TaskRecord, TaskState};
+
+/// How long a submit's idempotency key is remembered.
+pub const REQUEST_MEMORY_MS: i64 = 3_600_000;
+
+#[derive(Debug, Default, Clone)]
+pub struct StateMachine {
+    pub(super) next_task_id: TaskId,
+    pub(super) modules: BTreeMap<Digest, ModuleMeta>,
+    pub(super) executors: BTreeMap<String, ExecutorRecord>,
+    pub(super) live: HashMap<TaskId, TaskRecord>,
+    /// Pending tasks in placement order: higher priority first, then oldest first.
+    pub(super) queue: BTreeSet<(Reverse<i32>, TaskId)>,
+    requests: HashMap<RequestId, Vec<TaskId>>,
+    request_log: VecDeque<(i64, RequestId)>,
+}
+
+impl StateMachine {
+    pub fn new() -> Self {
+        Self { next_task_id: 1, ..Default::default() }
+    }
+
+    /// Rebuilds the machine from stored records; derived state (the queue, what runs where)
+    /// is recomputed rather than trusted from storage.
+    pub fn restore(
+        next_task_id: TaskId,
+        modules: impl IntoIterator<Item = ModuleMeta>,
+        executors: impl IntoIterator<Item = ExecutorRecord>,
+        live: impl IntoIterator<Item = TaskRecord>,
+        requests: impl IntoIterator<Item = (RequestId, Vec<TaskId>, i64)>,
+    ) -> Self {
+        let mut sm = Self { next_task_id: next_task_id.max(1), ..Default::default() };
+        sm.modules = modules.into_iter().map(|m| (m.digest, m)).collect();
+        sm.executors = executors
+            .into_iter()
+            .map(|mut e| {
+                e.running.clear();
+                e.memory_reserved = 0;
+                (e.name.clone(), e)
+            })
+            .collect();
+        for t in live {
+            match t.state {
+                TaskState::Pending => {
+                    sm.queue.insert((Reverse(t.spec.priority), t.id));
+                }
+                TaskState::Running => {
+                    if let Some(e) = t.executor.as_ref().and_then(|n| sm.executors.get_mut(n)) {
+                        e.running.insert(t.id);
+                        e.memory_reserved += t.spec.limits.memory;
+                    }
+                }
+                _ => continue,
+            }
+            sm.live.insert(t.id, t);
+        }
+        let mut reqs: Vec<_> = requests.into_iter().collect();
+        reqs.sort_by_key(|(_, _, at)| *at);
+        for (id, tasks, at) in reqs {
+            sm.request_log.push_back((at, id));
+            sm.requests.insert(id, tasks);
+        }
+        sm
+    }
+
+    /// Applies one entry's batch, appending what must happen outside to `fx`.
+    pub fn apply(&mut self, batch: Batch, fx: &mut Effects) -> Vec<Response> {
+        let now = batch.at_ms;
+        self.expire_requests(now, fx);
+        let responses = batch.commands.into_iter().map(|c| self.apply_one(c, now, fx)).collect();
+        placement::place_pending(self, now, fx);
+        responses
+    }
+
+    fn apply_one(&mut self, cmd: Command, now: i64, fx: &mut Effects) -> Response {
+        match cmd {
+            Command::PutModule(meta) => {
+                if !self.modules.contains_key(&meta.digest) {
+                    fx.modules.push(meta.clone());
+                    self.modules.insert(meta.digest, meta);
+                }
+                Response::Done
+            }
+            Command::Submit { request_id, tasks } => self.submit(request_id, tasks, now, fx),
+            Command::Finish(reports) => {
+                for r in reports {
+                    self.finish(r, now, fx);
+                }
+                Response::Done
+            }
+            Command::Cancel(id) => match self.cancel(id, now, fx) {
+                Ok(()) => Response::Done,
+                Err(refusal) => Response::Refused(refusal),
+            },
+            Command::Register { name, addr, incarnation, slots, memory } => {
+                self.register(name, addr, incarnation, slots, memory, now, fx);
+                Response::Done
+            }
+            Command::ExecutorLost { name, incarnation } => {
+                let matches = self
+                    .executors
+                    .get(&name)
+                    .is_some_and(|e| e.incarnation == incarnation && e.state != ExecutorState::Lost);
+                if matches {
+                    self.lose_executor(&name, now, fx);
+                }
+                Response::Done
+            }
+        }
+    }
+
+    fn submit(&mut self, request_id: Option<RequestId>, tasks: Vec<NewTask>, now: i64, fx: &mut Effects) -> Response {
+        if let Some(ids) = request_id.and_then(|r| self.requests.get(&r)) {
+            return Response::Submitted(ids.clone());
+        }
+        if let Some(t) = tasks.iter().find(|t| !self.modules.contains_key(&t.spec.module)) {
+            return Response::Refused(Refusal::UnknownModule(t.spec.module.to_string()));
+        }
+        let mut ids = Vec::with_capacity(tasks.len());
+        for NewTask { spec, input } in tasks {
+            let id = self.next_task_id;
+            self.next_task_id += 1;
+            let record = TaskRecord {
+                id,
+                input_size: input.len() as u64,
+                spec,
+                state: TaskState::Pending,
+                attempts: 0,
+                executor: None,
+                error: None,
+                fuel_consumed: 0,
+                duration_ms: 0,
+                exit_code: None,
+                stderr_truncated: false,
+                created_at_ms: now,
+                started_at_ms: 0,
+                finished_at_ms: 0,
+            };
+            self.queue.insert((Reverse(record.spec.priority), id));
+            self.live.insert(id, record);
+            fx.inputs.push((id, input));
+            fx.changed.insert(id);
+            ids.push(id);
+        }
+        if let Some(r) = request_id {
+            self.requests.insert(r, ids.clone());
+            self.request_log.push_back((now, r));
+            fx.requests_added.push((r, ids.clone(), now));
+        }
+        Response::Submitted(ids)
+    }
+
+    fn finish(&mut self, r: Report, now: i64, fx: &mut Effects) {
+        let run = RunRef { task: r.task, attempt: r.attempt };
+        fx.acks.push((r.executor.clone(), run));
+        let current = self.live.get(&r.task).is_some_and(|t| {
+            t.state == TaskState::Running && t.attempts == r.attempt && t.executor.as_deref() == Some(&r.executor)
+        });
+        if !current {
+            // A late or duplicate report from an older attempt: the task moved on.
+            return;
+        }
+        self.release(r.task);
+        let retry = matches!(&r.failure, Some(f) if f.kind == FailureKind::ExecutorLost);
+        let Some(t) = self.live.get_mut(&r.task) else { return };
+        if retry && t.attempts < t.spec.max_attempts {
+            t.state = TaskState::Pending;
+            self.queue.insert((Reverse(t.spec.priority), t.id));
+            fx.changed.insert(t.id);
+            return;
+        }
+        t.fuel_consumed = r.fuel_consumed;
+        t.duration_ms = r.duration_ms;
+        t.exit_code = r.exit_code;
+        t.stderr_truncated = r.stderr_truncated;
+        let state = if r.failure.is_some() { TaskState::Failed } else { TaskState::Succeeded };
+        let error = r.failure;
+        fx.outputs.push((r.task, r.output));
+        self.finalize(r.task, state, error, now, fx);
+    }
+
+    fn cancel(&mut self, id: TaskId, now: i64, fx: &mut Effects) -> Result<(), Refusal> {
+        let Some(t) = self.live.get(&id) else {
+            return Err(if id > 0 && id < self.next_task_id {
+                Refusal::AlreadyFinished(id)
+            } else {
+                Refusal::TaskNotFound(id)
+            });
+        };
+        match (t.state, t.executor.clone()) {
+            (TaskState::Pending, _) => {
+                self.queue.remove(&(Reverse(t.spec.priority), id));
+            }
+            (TaskState::Running, Some(executor)) => {
+                fx.stop.push((executor, RunRef { task: id, attempt: t.attempts }));
+                self.release(id);
+            }
+            _ => {}
+        }
+        let failure = Failure::new(FailureKind::Cancelled, "cancelled by request");
+        self.finalize(id, TaskState::Cancelled, Some(failure), now, fx);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        &mut self,
+        name: String,
+        addr: String,
+        incarnation: u64,
+        slots: u32,
+        memory: u64,
+        now: i64,
+        fx: &mut Effects,
+    ) {
+        let restarted = self.executors.get(&name).is_some_and(|e| e.incarnation != incarnation);
+        if restarted {
+            // A new process under an old name: whatever the old one ran is gone.
+            self.lose_executor(&name, now, fx);
+        }
+        let e = self.executors.entry(name.clone()).or_insert_with(|| ExecutorRecord {
+            name: name.clone(),
+            addr: String::new(),
+            incarnation,
+            slots: 0,
+            memory: 0,
+            state: ExecutorState::Alive,
+            registered_at_ms: now,
+            running: BTreeSet::new(),
+            memory_reserved: 0,
+        });
+        if restarted {
+            e.registered_at_ms = now;
+        }
+        e.addr = addr;
+        e.incarnation = incarnation;
+        e.slots = slots;
+        e.memory = memory;
+        e.state = ExecutorState::Alive;
+        fx.executors.insert(name);
+    }
+
+    /// Moves every task of `name` back to the queue (or fails it when out of attempts).
+    fn lose_executor(&mut self, name: &str, now: i64, fx: &mut Effects) {
+        let Some(e) = self.executors.get_mut(name) else { return };
+        e.state = ExecutorState::Lost;
+        e.memory_reserved = 0;
+        let running = std::mem::take(&mut e.running);
+        fx.executors.insert(name.to_string());
+        for id in running {
+            let Some(t) = self.live.get_mut(&id) else { continue };
+            fx.stop.push((name.to_string(), RunRef { task: id, attempt: t.attempts }));
+            if t.attempts < t.spec.max_attempts {
+                t.state = TaskState::Pending;
+                self.queue.insert((Reverse(t.spec.priority), id));
+                fx.changed.insert(id);
+            } else {
+                let message = format!("executor {name} was lost; gave up after {} attempts", t.attempts);
+                self.finalize(id, TaskState::Failed, Some(Failure::new(FailureKind::ExecutorLost, message)), now, fx);
+            }
+        }
+    }
+
+    /// Frees the slot and memory a running task holds on its executor.
+    fn release(&mut self, id: TaskId) {
+        let Some(t) = self.live.get(&id) else { return };
+        if let Some(e) = t.executor.as_ref().and_then(|n| self.executors.get_mut(n)) {
+            if e.running.remove(&id) {
+                e.memory_reserved = e.memory_reserved.saturating_sub(t.spec.limits.memory);
+            }
+        }
+    }
+
+    fn finalize(&mut self, id: TaskId, state: TaskState, error: Option<Failure>, now: i64, fx: &mut Effects) {
+        if let Some(mut t) = self.live.remove(&id) {
+            t.state = state;
+            t.error = error;
+            t.finished_at_ms = now;
+            fx.changed.remove(&id);
+            fx.finished.push(t);
+        }
+    }
+
+    fn expire_requests(&mut self, now: i64, fx: &mut Effects) {
+        while let Some(&(at, id)) = self.request_log.front() {
+            if now - at < REQUEST_MEMORY_MS {
+                break;
+            }
+            self.request_log.pop_front();
+            self.requests.remove(&id);
+            fx.requests_expired.push(id);
+        }
+    }
+
+    // ---- reads ----
+
+    pub fn next_task_id(&self) -> TaskId {
+        self.next_task_id
+    }
+
+    pub fn module(&self, digest: &Digest) -> Option<&ModuleMeta> {
+        self.modules.get(digest)
+    }
+
+    pub fn modules(&self) -> impl Iterator<Item = &ModuleMeta> {
+        self.modules.values()
+    }
+
+    pub fn executor(&self, name: &str) -> Option<&ExecutorRecord> {
+        self.executors.get(name)
+    }
+
+    pub fn executors(&self) -> impl Iterator<Item = &ExecutorRecord> {
+        self.executors.values()
+    }
+
+    pub fn live_task(&self, id: TaskId) -> Option<&TaskRecord> {
+        self.live.get(&id)
+    }
+
+    pub fn live_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.live.values()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.live.len() - self.queue.len()
+    }
+
+    pub fn requests(&self) -> impl Iterator<Item = (&RequestId, &Vec<TaskId>)> {
+        self.requests.iter()
+    }
+
+    /// Why a pending task is not running (empty when it just waits for a free slot).
+    pub fn pending_reason(&self, t: &TaskRecord) -> String {
+        placement::pending_reason(self, t)
+    }
+}

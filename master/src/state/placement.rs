@@ -1,0 +1,107 @@
+//! Placement: which pending task runs on which executor.
+//!
+//! Pending tasks are taken in priority order (FIFO within a priority). Each goes to the
+//! executor with room for it (a free slot and enough unreserved memory) that is least loaded
+//! relative to its size, so work spreads evenly. A task that fits no executor right now is
+//! skipped, not waited on, so one big task cannot block the small ones behind it; the scan
+//! stops once every executor is full, or after a bounded number of misfits, so placement
+//! never walks the whole queue.
+
+use std::cmp::{Ordering, Reverse};
+
+use wasmgrid_common::Size;
+
+use super::effects::{Dispatch, Effects};
+use super::executor::{ExecutorRecord, ExecutorState};
+use super::machine::StateMachine;
+use super::task::{TaskRecord, TaskState};
+
+/// How many pending tasks that fit nowhere one placement round looks past.
+const MISFIT_SCAN_LIMIT: usize = 1024;
+
+pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
+    if sm.queue.is_empty() {
+        return;
+    }
+    let mut open: Vec<String> = sm.executors.values().filter(|e| e.fits_now(0)).map(|e| e.name.clone()).collect();
+    let mut placed = Vec::new();
+    let mut misfits = 0;
+    for &(Reverse(priority), id) in &sm.queue {
+        if open.is_empty() || misfits > MISFIT_SCAN_LIMIT {
+            break;
+        }
+        let Some(task) = sm.live.get(&id) else { continue };
+        let need = task.spec.limits.memory;
+        let best = open
+            .iter()
+            .filter_map(|n| sm.executors.get(n))
+            .filter(|e| e.free_memory() >= need)
+            .min_by(|a, b| load_order(a, b));
+        let Some(best) = best else {
+            misfits += 1;
+            continue;
+        };
+        let name = best.name.clone();
+        if let Some(e) = sm.executors.get_mut(&name) {
+            e.running.insert(id);
+            e.memory_reserved += need;
+            if e.free_slots() == 0 {
+                open.retain(|n| *n != name);
+            }
+        }
+        placed.push((priority, id, name));
+    }
+    for (priority, id, executor) in placed {
+        sm.queue.remove(&(Reverse(priority), id));
+        let Some(t) = sm.live.get_mut(&id) else { continue };
+        t.state = TaskState::Running;
+        t.attempts += 1;
+        t.executor = Some(executor.clone());
+        t.started_at_ms = now;
+        let kind = sm.modules.get(&t.spec.module).map(|m| m.kind);
+        let Some(kind) = kind else { continue };
+        fx.changed.insert(id);
+        fx.dispatch.push(Dispatch {
+            executor,
+            task: id,
+            attempt: t.attempts,
+            module: t.spec.module,
+            kind,
+            limits: t.spec.limits,
+            args: t.spec.args.clone(),
+            env: t.spec.env.clone(),
+        });
+    }
+}
+
+/// Least loaded first (running/slots, compared without division), then fewest running,
+/// then by name so every master picks the same one.
+fn load_order(a: &ExecutorRecord, b: &ExecutorRecord) -> Ordering {
+    let (ra, rb) = (a.running.len() as u64, b.running.len() as u64);
+    (ra * u64::from(b.slots))
+        .cmp(&(rb * u64::from(a.slots)))
+        .then(ra.cmp(&rb))
+        .then_with(|| a.name.cmp(&b.name))
+}
+
+pub(super) fn pending_reason(sm: &StateMachine, t: &TaskRecord) -> String {
+    if t.state != TaskState::Pending {
+        return String::new();
+    }
+    let usable: Vec<&ExecutorRecord> = sm.executors.values().filter(|e| e.state == ExecutorState::Alive).collect();
+    if usable.is_empty() {
+        return "no executor is available".to_string();
+    }
+    let need = t.spec.limits.memory;
+    let largest = usable.iter().map(|e| e.memory).max().unwrap_or(0);
+    if need > largest {
+        return format!("needs {} of memory, largest executor has {}", Size(need), Size(largest));
+    }
+    if usable.iter().all(|e| e.free_slots() == 0) {
+        return "waiting for a free slot".to_string();
+    }
+    if usable.iter().all(|e| e.free_slots() == 0 || e.free_memory() < need) {
+        return format!("waiting for {} of free memory", Size(need));
+    }
+    String::new()
+}

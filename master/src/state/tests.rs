@@ -1,0 +1,301 @@
+//! Unit tests of the pure state machine, with plain values.
+
+use wasmgrid_common::Digest;
+
+use super::*;
+
+const MIB: u64 = 1024 * 1024;
+
+fn module() -> Digest {
+    Digest::of(b"module")
+}
+
+fn spec(memory_mib: u64, priority: i32) -> TaskSpec {
+    TaskSpec {
+        module: module(),
+        limits: Limits { fuel: 0, memory: memory_mib * MIB, timeout_ms: 1000 },
+        max_attempts: 2,
+        priority,
+        args: vec![],
+        env: vec![],
+    }
+}
+
+struct World {
+    sm: StateMachine,
+    now: i64,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut w = Self { sm: StateMachine::new(), now: 1_000 };
+        let meta = ModuleMeta { digest: module(), size: 1, kind: ModuleKind::Component, created_at_ms: 0 };
+        w.apply(vec![Command::PutModule(meta)]);
+        w
+    }
+
+    fn apply(&mut self, commands: Vec<Command>) -> (Vec<Response>, Effects) {
+        self.now += 10;
+        let mut fx = Effects::default();
+        let r = self.sm.apply(Batch { at_ms: self.now, commands }, &mut fx);
+        (r, fx)
+    }
+
+    fn register(&mut self, name: &str, slots: u32, memory_mib: u64, incarnation: u64) -> Effects {
+        let cmd = Command::Register {
+            name: name.into(),
+            addr: format!("{name}:1"),
+            incarnation,
+            slots,
+            memory: memory_mib * MIB,
+        };
+        self.apply(vec![cmd]).1
+    }
+
+    fn submit(&mut self, specs: Vec<TaskSpec>) -> (Vec<TaskId>, Effects) {
+        let tasks = specs.into_iter().map(|spec| NewTask { spec, input: b"in".to_vec() }).collect();
+        let (r, fx) = self.apply(vec![Command::Submit { request_id: None, tasks }]);
+        match &r[0] {
+            Response::Submitted(ids) => (ids.clone(), fx),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn report(&mut self, task: TaskId, attempt: u32, executor: &str, failure: Option<Failure>) -> Effects {
+        let report = Report {
+            task,
+            attempt,
+            executor: executor.into(),
+            failure,
+            output: TaskOutput { output: b"out".to_vec(), stderr: vec![] },
+            fuel_consumed: 7,
+            duration_ms: 3,
+            exit_code: None,
+            stderr_truncated: false,
+        };
+        self.apply(vec![Command::Finish(vec![report])]).1
+    }
+
+    fn state(&self, id: TaskId) -> Option<TaskState> {
+        self.sm.live_task(id).map(|t| t.state)
+    }
+}
+
+fn placed(fx: &Effects) -> Vec<(TaskId, String)> {
+    fx.dispatch.iter().map(|d| (d.task, d.executor.clone())).collect()
+}
+
+#[test]
+fn tasks_wait_for_an_executor_then_run_and_finish_once() {
+    let mut w = World::new();
+    let (ids, fx) = w.submit(vec![spec(16, 0)]);
+    assert!(fx.dispatch.is_empty());
+    assert_eq!(fx.inputs.len(), 1);
+    let t = w.sm.live_task(ids[0]).unwrap();
+    assert_eq!(w.sm.pending_reason(t), "no executor is available");
+
+    let fx = w.register("e1", 1, 256, 1);
+    assert_eq!(placed(&fx), vec![(ids[0], "e1".to_string())]);
+    assert_eq!(fx.dispatch[0].attempt, 1);
+    assert_eq!(w.state(ids[0]), Some(TaskState::Running));
+
+    let fx = w.report(ids[0], 1, "e1", None);
+    assert_eq!(fx.finished.len(), 1);
+    assert_eq!(fx.finished[0].state, TaskState::Succeeded);
+    assert_eq!(fx.finished[0].fuel_consumed, 7);
+    assert_eq!(fx.outputs[0].1.output, b"out");
+    assert_eq!(fx.acks.len(), 1);
+    assert_eq!(w.state(ids[0]), None, "finished tasks leave memory");
+
+    // A duplicate report is acknowledged but changes nothing.
+    let fx = w.report(ids[0], 1, "e1", Some(Failure::new(FailureKind::Trap, "late")));
+    assert!(fx.finished.is_empty());
+    assert_eq!(fx.acks.len(), 1);
+    assert_eq!(w.sm.executor("e1").unwrap().free_slots(), 1);
+}
+
+#[test]
+fn reports_from_an_older_attempt_or_another_executor_are_ignored() {
+    let mut w = World::new();
+    w.register("e1", 1, 256, 1);
+    let (ids, _) = w.submit(vec![spec(16, 0)]);
+    let fx = w.report(ids[0], 2, "e1", None);
+    assert!(fx.finished.is_empty());
+    let fx = w.report(ids[0], 1, "e2", None);
+    assert!(fx.finished.is_empty());
+    assert_eq!(w.state(ids[0]), Some(TaskState::Running));
+}
+
+#[test]
+fn higher_priority_first_then_fifo() {
+    let mut w = World::new();
+    let (ids, _) = w.submit(vec![spec(1, 0), spec(1, 0), spec(1, 5)]);
+    let fx = w.register("e1", 1, 256, 1);
+    assert_eq!(placed(&fx), vec![(ids[2], "e1".into())]);
+    let fx = w.report(ids[2], 1, "e1", None);
+    assert_eq!(placed(&fx), vec![(ids[0], "e1".into())]);
+    let fx = w.report(ids[0], 1, "e1", None);
+    assert_eq!(placed(&fx), vec![(ids[1], "e1".into())]);
+}
+
+#[test]
+fn work_spreads_over_executors_and_never_exceeds_slots() {
+    let mut w = World::new();
+    w.register("a", 2, 1024, 1);
+    w.register("b", 2, 1024, 1);
+    let (_, fx) = w.submit((0..6).map(|_| spec(1, 0)).collect());
+    let on_a = fx.dispatch.iter().filter(|d| d.executor == "a").count();
+    let on_b = fx.dispatch.iter().filter(|d| d.executor == "b").count();
+    assert_eq!((on_a, on_b), (2, 2));
+    assert_eq!(w.sm.pending_count(), 2);
+    let t = w.sm.live_tasks().find(|t| t.state == TaskState::Pending).unwrap();
+    assert_eq!(w.sm.pending_reason(t), "waiting for a free slot");
+}
+
+#[test]
+fn a_task_too_big_for_any_executor_waits_with_a_reason_without_blocking_others() {
+    let mut w = World::new();
+    w.register("small", 4, 64, 1);
+    let (ids, fx) = w.submit(vec![spec(900 * 1024, 9), spec(16, 0)]);
+    assert_eq!(placed(&fx), vec![(ids[1], "small".into())]);
+    let big = w.sm.live_task(ids[0]).unwrap();
+    assert_eq!(w.sm.pending_reason(big), "needs 900GiB of memory, largest executor has 64MiB");
+    let fx = w.register("big", 1, 1024 * 1024, 1);
+    assert_eq!(placed(&fx), vec![(ids[0], "big".into())]);
+}
+
+#[test]
+fn memory_is_reserved_per_task() {
+    let mut w = World::new();
+    w.register("e", 8, 100, 1);
+    let (_, fx) = w.submit(vec![spec(60, 0), spec(60, 0), spec(30, 0)]);
+    assert_eq!(fx.dispatch.len(), 2, "60 + 30 fit in 100, 60 + 60 do not");
+    assert_eq!(w.sm.executor("e").unwrap().memory_reserved, 90 * MIB);
+}
+
+#[test]
+fn cancel_pending_running_finished_and_unknown() {
+    let mut w = World::new();
+    w.register("e", 1, 256, 1);
+    let (ids, _) = w.submit(vec![spec(1, 0), spec(1, 0)]);
+    let (r, fx) = w.apply(vec![Command::Cancel(ids[1])]);
+    assert_eq!(r[0], Response::Done);
+    assert_eq!(fx.finished[0].state, TaskState::Cancelled);
+    assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::Cancelled);
+    assert!(fx.stop.is_empty());
+
+    let (_, fx) = w.apply(vec![Command::Cancel(ids[0])]);
+    assert_eq!(fx.stop, vec![("e".to_string(), RunRef { task: ids[0], attempt: 1 })]);
+    assert_eq!(w.sm.executor("e").unwrap().free_slots(), 1);
+
+    let (r, _) = w.apply(vec![Command::Cancel(ids[0])]);
+    assert_eq!(r[0], Response::Refused(Refusal::AlreadyFinished(ids[0])));
+    let (r, _) = w.apply(vec![Command::Cancel(999)]);
+    assert_eq!(r[0], Response::Refused(Refusal::TaskNotFound(999)));
+}
+
+#[test]
+fn a_lost_executor_moves_its_tasks_and_counts_attempts() {
+    let mut w = World::new();
+    w.register("a", 1, 256, 1);
+    let (ids, _) = w.submit(vec![spec(1, 0)]);
+    w.register("b", 1, 256, 1);
+    let (_, fx) = w.apply(vec![Command::ExecutorLost { name: "a".into(), incarnation: 1 }]);
+    assert_eq!(placed(&fx), vec![(ids[0], "b".into())]);
+    assert_eq!(fx.dispatch[0].attempt, 2);
+    assert_eq!(w.sm.executor("a").unwrap().state, ExecutorState::Lost);
+
+    // Out of attempts (max 2): the task fails as executor_lost.
+    let (_, fx) = w.apply(vec![Command::ExecutorLost { name: "b".into(), incarnation: 1 }]);
+    assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::ExecutorLost);
+    assert_eq!(fx.finished[0].attempts, 2);
+
+    // The first executor's late report changes nothing.
+    let fx = w.report(ids[0], 1, "a", None);
+    assert!(fx.finished.is_empty());
+}
+
+#[test]
+fn a_stale_lost_notice_for_an_old_incarnation_is_ignored() {
+    let mut w = World::new();
+    w.register("a", 1, 256, 1);
+    w.register("a", 1, 256, 2);
+    w.apply(vec![Command::ExecutorLost { name: "a".into(), incarnation: 1 }]);
+    assert_eq!(w.sm.executor("a").unwrap().state, ExecutorState::Alive);
+}
+
+#[test]
+fn a_restarted_executor_loses_its_old_runs() {
+    let mut w = World::new();
+    w.register("a", 1, 256, 1);
+    let (ids, _) = w.submit(vec![spec(1, 0)]);
+    let fx = w.register("a", 1, 256, 2);
+    assert_eq!(placed(&fx), vec![(ids[0], "a".into())]);
+    assert_eq!(fx.dispatch[0].attempt, 2);
+    // Reconnecting with the same incarnation keeps the run.
+    let fx = w.register("a", 1, 256, 2);
+    assert!(fx.dispatch.is_empty());
+    assert_eq!(w.state(ids[0]), Some(TaskState::Running));
+}
+
+#[test]
+fn an_executor_lost_failure_is_retried_others_are_final() {
+    let mut w = World::new();
+    w.register("a", 1, 256, 1);
+    let (ids, _) = w.submit(vec![spec(1, 0), spec(1, 0)]);
+    let fx = w.report(ids[0], 1, "a", Some(Failure::new(FailureKind::ExecutorLost, "fetch failed")));
+    assert_eq!(w.state(ids[0]), Some(TaskState::Running));
+    assert_eq!(fx.dispatch[0].attempt, 2);
+    let fx = w.report(ids[0], 2, "a", Some(Failure::new(FailureKind::Trap, "unreachable")));
+    assert_eq!(fx.finished[0].state, TaskState::Failed);
+    assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::Trap);
+}
+
+#[test]
+fn a_retried_submit_returns_the_same_tasks_until_the_key_expires() {
+    let mut w = World::new();
+    let key = Some([7u8; 16]);
+    let submit = |w: &mut World| {
+        let tasks = vec![NewTask { spec: spec(1, 0), input: vec![] }];
+        w.apply(vec![Command::Submit { request_id: key, tasks }]).0
+    };
+    let first = submit(&mut w);
+    assert_eq!(submit(&mut w), first);
+    assert_eq!(w.sm.pending_count(), 1);
+    w.now += REQUEST_MEMORY_MS;
+    let (_, fx) = w.apply(vec![]);
+    assert_eq!(fx.requests_expired, vec![[7u8; 16]]);
+    assert_ne!(submit(&mut w), first);
+}
+
+#[test]
+fn unknown_modules_are_refused() {
+    let mut w = World::new();
+    let mut s = spec(1, 0);
+    s.module = Digest::of(b"other");
+    let tasks = vec![NewTask { spec: s, input: vec![] }];
+    let (r, fx) = w.apply(vec![Command::Submit { request_id: None, tasks }]);
+    assert!(matches!(r[0], Response::Refused(Refusal::UnknownModule(_))));
+    assert!(fx.inputs.is_empty());
+}
+
+#[test]
+fn restore_rebuilds_the_queue_and_the_load() {
+    let mut w = World::new();
+    w.register("a", 2, 256, 1);
+    let (ids, _) = w.submit(vec![spec(10, 0), spec(10, 0), spec(10, 0)]);
+    let live: Vec<TaskRecord> = w.sm.live_tasks().cloned().collect();
+    let restored = StateMachine::restore(
+        w.sm.next_task_id(),
+        w.sm.modules().cloned(),
+        w.sm.executors().cloned(),
+        live,
+        vec![],
+    );
+    assert_eq!(restored.pending_count(), 1);
+    assert_eq!(restored.executor("a").unwrap().running.len(), 2);
+    assert_eq!(restored.executor("a").unwrap().memory_reserved, 20 * MIB);
+    let mut w2 = World { sm: restored, now: w.now };
+    let fx = w2.report(ids[0], 1, "a", None);
+    assert_eq!(placed(&fx), vec![(ids[2], "a".into())]);
+}

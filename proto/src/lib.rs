@@ -1,0 +1,23 @@
+//! The gRPC definitions of wasmgrid, generated from `proto/wasmgrid/v1/*.proto`.
+//!
+//! - `Master`: the client API (modules, tasks, cluster status).
+//! - `ExecutorGateway`: the executors' long-lived stream to the leader.
+//! - `RaftPeer`: masters' internal Raft traffic, kept apart from the public API.
+//! - `Worker`: the small status API an executor serves on its own address.
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("wasmgrid.v1");
+}
+
+pub use v1::*;
+
+/// Metadata key on UNAVAILABLE answers from a follower: the leader's client address.
+pub const LEADER_METADATA: &str = "wasmgrid-leader";
+
+/// Largest gRPC message any wasmgrid service accepts or sends (inputs and outputs are bounded
+/// well below this by configuration; modules are streamed in chunks).
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// Size of one chunk of a streamed module.
+pub const CHUNK_SIZE: usize = 1024 * 1024;
