@@ -173,3 +173,45 @@ mod tests {
         assert_eq!(parse_addr_list("a:1, http://b:2").unwrap().len(), 2);
     }
 }
+
+/// A comma-separated list of addresses (`--join a,b,c`); in TOML a string or an array.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddrList(pub Vec<Addr>);
+
+impl FromStr for AddrList {
+    type Err = AddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_addr_list(s).map(Self)
+    }
+}
+
+impl fmt::Display for AddrList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(Addr::to_string).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+impl Serialize for AddrList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let parts = match Raw::deserialize(d)? {
+            Raw::One(s) => return s.parse().map_err(serde::de::Error::custom),
+            Raw::Many(v) => v,
+        };
+        let addrs: Result<Vec<Addr>, _> = parts.iter().map(|p| p.parse()).collect();
+        addrs.map(Self).map_err(serde::de::Error::custom)
+    }
+}

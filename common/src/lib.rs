@@ -11,7 +11,7 @@ pub mod duration;
 pub mod logging;
 pub mod size;
 
-pub use addr::{parse_addr_list, Addr};
+pub use addr::{parse_addr_list, Addr, AddrList};
 pub use digest::Digest;
 pub use duration::Dur;
 pub use size::Size;

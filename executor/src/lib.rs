@@ -1,1 +1,2 @@
-//! placeholder
+//! The wasmgrid executor.
+pub mod sandbox;

@@ -42,6 +42,8 @@ pub enum Command {
         incarnation: u64,
         slots: u32,
         memory: u64,
+        /// How long the executor may stay silent before it is declared lost.
+        lease_ms: u64,
     },
     /// The leader saw no heartbeat from this incarnation for a whole lease.
     ExecutorLost {

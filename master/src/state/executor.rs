@@ -33,6 +33,7 @@ pub struct ExecutorRecord {
     pub slots: u32,
     pub memory: u64,
     pub state: ExecutorState,
+    pub lease_ms: u64,
     pub registered_at_ms: i64,
     /// Tasks placed here and not finished: derived from the task records, never stored.
     #[serde(skip)]

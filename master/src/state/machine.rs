@@ -15,11 +15,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use wasmgrid_common::Digest;
 
 use super::command::{Batch, Command, NewTask, Refusal, RequestId, Response};
-use super::effects::{Effects, RunRef};
+use super::effects::{Dispatch, Effects, RunRef};
 use super::executor::{ExecutorRecord, ExecutorState};
 use super::module::ModuleMeta;
 use super::placement;
 use super::task::{Failure, FailureKind, Report, TaskId, TaskRecord, TaskState};
+
+/// The fields of a `Register` command.
+struct Registration {
+    name: String,
+    addr: String,
+    incarnation: u64,
+    slots: u32,
+    memory: u64,
+    lease_ms: u64,
+}
 
 /// How long a submit's idempotency key is remembered.
 pub const REQUEST_MEMORY_MS: i64 = 3_600_000;
@@ -113,8 +123,9 @@ impl StateMachine {
                 Ok(()) => Response::Done,
                 Err(refusal) => Response::Refused(refusal),
             },
-            Command::Register { name, addr, incarnation, slots, memory } => {
-                self.register(name, addr, incarnation, slots, memory, now, fx);
+            Command::Register { name, addr, incarnation, slots, memory, lease_ms } => {
+                let e = Registration { name, addr, incarnation, slots, memory, lease_ms };
+                self.register(e, now, fx);
                 Response::Done
             }
             Command::ExecutorLost { name, incarnation } => {
@@ -223,17 +234,8 @@ impl StateMachine {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn register(
-        &mut self,
-        name: String,
-        addr: String,
-        incarnation: u64,
-        slots: u32,
-        memory: u64,
-        now: i64,
-        fx: &mut Effects,
-    ) {
+    fn register(&mut self, r: Registration, now: i64, fx: &mut Effects) {
+        let Registration { name, addr, incarnation, slots, memory, lease_ms } = r;
         let restarted = self.executors.get(&name).is_some_and(|e| e.incarnation != incarnation);
         if restarted {
             // A new process under an old name: whatever the old one ran is gone.
@@ -246,6 +248,7 @@ impl StateMachine {
             slots: 0,
             memory: 0,
             state: ExecutorState::Alive,
+            lease_ms,
             registered_at_ms: now,
             running: BTreeSet::new(),
             memory_reserved: 0,
@@ -257,6 +260,7 @@ impl StateMachine {
         e.incarnation = incarnation;
         e.slots = slots;
         e.memory = memory;
+        e.lease_ms = lease_ms;
         e.state = ExecutorState::Alive;
         fx.executors.insert(name);
     }
@@ -353,6 +357,24 @@ impl StateMachine {
 
     pub fn requests(&self) -> impl Iterator<Item = (&RequestId, &Vec<TaskId>)> {
         self.requests.iter()
+    }
+
+    /// The dispatch of a running task's current attempt (to send it again after a reconnect).
+    pub fn current_dispatch(&self, id: TaskId) -> Option<Dispatch> {
+        let t = self.live.get(&id)?;
+        if t.state != TaskState::Running {
+            return None;
+        }
+        Some(Dispatch {
+            executor: t.executor.clone()?,
+            task: id,
+            attempt: t.attempts,
+            module: t.spec.module,
+            kind: self.modules.get(&t.spec.module)?.kind,
+            limits: t.spec.limits,
+            args: t.spec.args.clone(),
+            env: t.spec.env.clone(),
+        })
     }
 
     /// Why a pending task is not running (empty when it just waits for a free slot).

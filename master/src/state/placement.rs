@@ -11,7 +11,7 @@ use std::cmp::{Ordering, Reverse};
 
 use wasmgrid_common::Size;
 
-use super::effects::{Dispatch, Effects};
+use super::effects::Effects;
 use super::executor::{ExecutorRecord, ExecutorState};
 use super::machine::StateMachine;
 use super::task::{TaskRecord, TaskState};
@@ -56,21 +56,12 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
         let Some(t) = sm.live.get_mut(&id) else { continue };
         t.state = TaskState::Running;
         t.attempts += 1;
-        t.executor = Some(executor.clone());
+        t.executor = Some(executor);
         t.started_at_ms = now;
-        let kind = sm.modules.get(&t.spec.module).map(|m| m.kind);
-        let Some(kind) = kind else { continue };
         fx.changed.insert(id);
-        fx.dispatch.push(Dispatch {
-            executor,
-            task: id,
-            attempt: t.attempts,
-            module: t.spec.module,
-            kind,
-            limits: t.spec.limits,
-            args: t.spec.args.clone(),
-            env: t.spec.env.clone(),
-        });
+        if let Some(d) = sm.current_dispatch(id) {
+            fx.dispatch.push(d);
+        }
     }
 }
 

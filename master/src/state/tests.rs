@@ -48,6 +48,7 @@ impl World {
             incarnation,
             slots,
             memory: memory_mib * MIB,
+            lease_ms: 1000,
         };
         self.apply(vec![cmd]).1
     }

@@ -1,0 +1,76 @@
+//! The one wasmtime `Engine` of an executor, and the epoch ticker that bounds wall-clock
+//! time: every tick every running guest yields, so timeouts and cancellations take effect
+//! within one tick even for a guest in an endless loop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// How often running guests are interrupted to yield and to check their deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Largest wasm call stack of a guest; deeper recursion traps with a stack overflow.
+const MAX_WASM_STACK: usize = 1024 * 1024;
+
+/// Builds the engine: fuel metering, epoch interruption, components, and a pooling
+/// allocator sized for `slots` concurrent runs (instances come from pre-reserved slots, so
+/// instantiation costs microseconds, not mmap calls).
+pub fn build(slots: u32) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .wasm_component_model(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(MAX_WASM_STACK + 1024 * 1024)
+        .cranelift_opt_level(OptLevel::Speed)
+        .parallel_compilation(true);
+    let runs = slots.max(1) + 4;
+    let mut pool = PoolingAllocationConfig::default();
+    // A C task linked through the preview1 adapter instantiates several core instances,
+    // memories and tables per run; leave room for that.
+    pool.total_component_instances(runs * 2)
+        .total_core_instances(runs * 16)
+        .total_memories(runs * 4)
+        .total_tables(runs * 8)
+        .total_stacks(runs * 2)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(8)
+        .max_tables_per_component(16)
+        .max_memory_size(1 << 32)
+        .table_elements(1 << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! What a guest's store holds: its WASI context (closed by default) and its memory cap.
+
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtxView, WasiView};
+
+/// The data of one run's `Store`.
+pub struct Host {
+    pub wasi: WasiP1Ctx,
+    pub limits: MemoryCap,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
+}
+
+/// Caps the total linear memory of a run (all its memories together) and its tables, and
+/// remembers a refusal so the run is reported as `memory_limit` even if the guest then traps.
+pub struct MemoryCap {
+    cap: u64,
+    used: u64,
+    max_table_elements: usize,
+    pub refused: Option<String>,
+}
+
+impl MemoryCap {
+    pub fn new(cap: u64) -> Self {
+        Self { cap, used: 0, max_table_elements: 1 << 20, refused: None }
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let next = self.used.saturating_sub(current as u64).saturating_add(desired as u64);
+        if next > self.cap {
+            self.refused = Some(format!(
+                "memory limit of {} reached: the task tried to grow its memory to {}",
+                wasmgrid_common::Size(self.cap),
+                wasmgrid_common::Size(next)
+            ));
+            return Ok(false);
+        }
+        self.used = next;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_table_elements {
+            self.refused = Some(format!(
+                "table limit of {} elements reached: the task tried to grow a table to {desired}",
+                self.max_table_elements
+            ));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_all_memories_together() {
+        let mut cap = MemoryCap::new(100);
+        assert!(cap.memory_growing(0, 60, None).unwrap());
+        assert!(!cap.memory_growing(0, 60, None).unwrap(), "a second memory shares the cap");
+        assert!(cap.refused.is_some());
+        assert!(cap.memory_growing(60, 100, None).unwrap());
+    }
+}

@@ -1,0 +1,227 @@
+//! The sandbox: runs one program under a fuel budget, a memory cap and a wall-clock
+//! timeout, with a closed WASI context (no filesystem, network or host environment).
+//!
+//! One engine and two linkers are built once; every run gets a fresh `Store` from the
+//! pooling allocator. Guests run as async calls that yield at every epoch tick, so a timeout
+//! or cancellation drops the run within one tick, even when the guest loops forever or is
+//! blocked in a WASI call. A trap, a refused allocation or an exhausted budget ends that run
+//! only; the executor keeps serving.
+
+mod capture;
+pub mod engine;
+mod host;
+mod programs;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmgrid_common::Size;
+use wasmgrid_proto::FailureKind;
+use wasmtime::component::{Component, Linker as ComponentLinker};
+use wasmtime::{Engine, Linker, Module, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use self::capture::Capture;
+use self::engine::EpochTicker;
+use self::host::{Host, MemoryCap};
+pub use self::programs::Program;
+use self::programs::{CommandComponent, CommandModule, Ended, Failed, TaskComponent};
+
+/// Limits that are the executor's, not the task's.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Fuel of a task that does not set its own.
+    pub default_fuel: u64,
+    /// Largest output a task may return.
+    pub max_output: usize,
+    /// Stderr (and a task component's stdout) kept per run; the rest is dropped.
+    pub max_stderr: usize,
+}
+
+/// One run to perform.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub input: Vec<u8>,
+    /// argv[0] for command programs.
+    pub program_name: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Zero means the executor's default.
+    pub fuel: u64,
+    pub memory: u64,
+    pub timeout: Duration,
+    pub cancel: CancellationToken,
+}
+
+/// How a run went.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub failure: Option<(FailureKind, String)>,
+    pub output: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stderr_truncated: bool,
+    pub fuel_consumed: u64,
+    pub duration: Duration,
+    pub exit_code: Option<i32>,
+}
+
+/// What kind of program a module is (from the master).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Component,
+    Command,
+}
+
+/// A compiled module, before linking.
+pub enum Compiled {
+    Component(Component),
+    Module(Module),
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    components: ComponentLinker<Host>,
+    modules: Linker<Host>,
+    settings: Settings,
+    _ticker: EpochTicker,
+}
+
+/// True for the component binary format (as opposed to a core module).
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+impl Sandbox {
+    pub fn new(slots: u32, settings: Settings) -> anyhow::Result<Self> {
+        let engine = engine::build(slots)?;
+        let mut components = ComponentLinker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut components)?;
+        let mut modules = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut modules, |h: &mut Host| &mut h.wasi)?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Self { engine, components, modules, settings, _ticker: ticker })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes` (slow: call from a blocking thread).
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Compiled> {
+        if is_component(bytes) {
+            Ok(Compiled::Component(Component::new(&self.engine, bytes)?))
+        } else {
+            Ok(Compiled::Module(Module::new(&self.engine, bytes)?))
+        }
+    }
+
+    /// Links a compiled module as a program of `kind`.
+    pub fn link(&self, kind: Kind, compiled: &Compiled) -> wasmtime::Result<Arc<dyn Program>> {
+        Ok(match (kind, compiled) {
+            (Kind::Component, Compiled::Component(c)) => Arc::new(TaskComponent::new(&self.components, c)?),
+            (Kind::Command, Compiled::Component(c)) => Arc::new(CommandComponent::new(&self.components, c)?),
+            (Kind::Command, Compiled::Module(m)) => Arc::new(CommandModule::new(&self.modules, m)?),
+            (Kind::Component, Compiled::Module(_)) => {
+                return Err(wasmtime::format_err!("a core module cannot be a task component"))
+            }
+        })
+    }
+
+    /// Runs `job` to its end: success, guest error, trap, exhausted limit, timeout or cancel.
+    pub async fn run(&self, program: &dyn Program, job: Job) -> Outcome {
+        let fuel = if job.fuel == 0 { self.settings.default_fuel } else { job.fuel };
+        let logs = Capture::new(self.settings.max_stderr);
+        let stdout = if program.is_command() { Capture::new(self.settings.max_output) } else { logs.clone() };
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(logs.clone());
+        if program.is_command() {
+            wasi.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(job.input.clone()));
+            let mut argv = vec![job.program_name.clone()];
+            argv.extend(job.args.iter().cloned());
+            wasi.args(&argv).envs(&job.env);
+        }
+        let host = Host { wasi: wasi.build_p1(), limits: MemoryCap::new(job.memory) };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.limits);
+        if let Err(e) = store.set_fuel(fuel) {
+            return failed(FailureKind::Trap, format!("cannot set fuel: {e}"));
+        }
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+        let started = Instant::now();
+        let ended = {
+            let run = program.run(&mut store, &job.input);
+            tokio::select! {
+                r = tokio::time::timeout(job.timeout, run) => r.map_err(|_| Stop::Timeout),
+                _ = job.cancel.cancelled() => Err(Stop::Cancelled),
+            }
+        };
+        let duration = started.elapsed();
+        let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let refused = store.data_mut().limits.refused.take();
+        let (stdout_bytes, stdout_overflow) = stdout.take();
+        let (stderr, stderr_truncated) = if program.is_command() { logs.take() } else { (stdout_bytes.clone(), stdout_overflow) };
+        let mut out = Outcome { stderr, stderr_truncated, fuel_consumed, duration, ..Outcome::default() };
+        if program.is_command() {
+            out.output = stdout_bytes;
+        }
+        out.failure = match (refused, ended) {
+            (Some(why), _) => Some((FailureKind::MemoryLimit, why)),
+            (None, Err(Stop::Timeout)) => {
+                Some((FailureKind::Timeout, format!("the task ran past its timeout of {}", humantime::format_duration(job.timeout))))
+            }
+            (None, Err(Stop::Cancelled)) => Some((FailureKind::Cancelled, "cancelled while running".to_string())),
+            (None, Ok(Err(Failed::Instantiate(e)))) => Some(classify(&e, fuel, FailureKind::InvalidModule)),
+            (None, Ok(Err(Failed::Run(e)))) => Some(classify(&e, fuel, FailureKind::Trap)),
+            (None, Ok(Ok(Ended::Output(output)))) => {
+                let too_big = self.too_big(output.len());
+                out.output = output;
+                too_big
+            }
+            (None, Ok(Ok(Ended::Error(message)))) => Some((FailureKind::TaskError, message)),
+            (None, Ok(Ok(Ended::Exited(code)))) => {
+                out.exit_code = Some(code);
+                if stdout_overflow {
+                    self.too_big(self.settings.max_output + 1)
+                } else if code != 0 {
+                    Some((FailureKind::TaskError, format!("the program exited with code {code}")))
+                } else {
+                    None
+                }
+            }
+        };
+        out
+    }
+
+    fn too_big(&self, len: usize) -> Option<(FailureKind, String)> {
+        let max = self.settings.max_output;
+        (len > max).then(|| {
+            let size = if len == max + 1 { format!("more than {}", Size(max as u64)) } else { Size(len as u64).to_string() };
+            (FailureKind::OutputTooLarge, format!("output too large: {size}, over the limit max-output-size = {}", Size(max as u64)))
+        })
+    }
+}
+
+enum Stop {
+    Timeout,
+    Cancelled,
+}
+
+fn failed(kind: FailureKind, message: String) -> Outcome {
+    Outcome { failure: Some((kind, message)), ..Outcome::default() }
+}
+
+/// Names a wasmtime error: exhausted fuel, stack overflow and other traps by their code;
+/// anything else as `otherwise` (an instantiation problem is an invalid module).
+fn classify(e: &wasmtime::Error, fuel: u64, otherwise: FailureKind) -> (FailureKind, String) {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (FailureKind::OutOfFuel, format!("the task used all of its {fuel} units of fuel")),
+        Some(Trap::StackOverflow) => (FailureKind::Trap, "stack overflow: the task recursed too deeply".to_string()),
+        Some(trap) => (FailureKind::Trap, format!("wasm trap: {trap}")),
+        None => (otherwise, format!("{e:#}").lines().next().unwrap_or_default().to_string()),
+    }
+}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! The sandbox against hostile and well-behaved guests, with real wasmtime.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmgrid_testkit as guests;
+
+use super::*;
+
+const MIB: u64 = 1024 * 1024;
+
+fn sandbox() -> Sandbox {
+    let settings = Settings { default_fuel: 1_000_000_000, max_output: 1024, max_stderr: 1024 };
+    Sandbox::new(2, settings).unwrap()
+}
+
+fn job(input: &[u8]) -> Job {
+    Job {
+        input: input.to_vec(),
+        program_name: "test".into(),
+        args: vec![],
+        env: vec![],
+        fuel: 0,
+        memory: 64 * MIB,
+        timeout: Duration::from_secs(10),
+        cancel: CancellationToken::new(),
+    }
+}
+
+async fn run(sb: &Sandbox, kind: Kind, bytes: &[u8], job: Job) -> Outcome {
+    let compiled = sb.compile(bytes).unwrap();
+    let program = sb.link(kind, &compiled).unwrap();
+    sb.run(program.as_ref(), job).await
+}
+
+fn kind(o: &Outcome) -> Option<FailureKind> {
+    o.failure.as_ref().map(|f| f.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_returns_its_input_and_counts_fuel() {
+    let sb = sandbox();
+    let o = run(&sb, Kind::Component, &guests::echo(), job(b"hello")).await;
+    assert_eq!(o.failure, None);
+    assert_eq!(o.output, b"hello");
+    assert!(o.fuel_consumed > 0);
+    let o = run(&sb, Kind::Component, &guests::reverse(), job(b"abc")).await;
+    assert_eq!(o.output, b"cba");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_errors_traps_and_limits_are_named() {
+    let sb = sandbox();
+    let o = run(&sb, Kind::Component, &guests::fail(), job(b"")).await;
+    assert_eq!(o.failure, Some((FailureKind::TaskError, "the input was rejected".into())));
+
+    let mut j = job(b"");
+    j.fuel = 100_000;
+    let o = run(&sb, Kind::Component, &guests::spin(), j).await;
+    assert_eq!(kind(&o), Some(FailureKind::OutOfFuel));
+    assert_eq!(o.fuel_consumed, 100_000);
+
+    let mut j = job(b"");
+    j.memory = 32 * MIB;
+    let o = run(&sb, Kind::Component, &guests::hog(), j).await;
+    assert_eq!(kind(&o), Some(FailureKind::MemoryLimit), "{:?}", o.failure);
+
+    let o = run(&sb, Kind::Component, &guests::trap(), job(b"")).await;
+    assert_eq!(kind(&o), Some(FailureKind::Trap));
+    assert!(o.failure.unwrap().1.contains("unreachable"));
+
+    let o = run(&sb, Kind::Component, &guests::recurse(), job(b"")).await;
+    assert_eq!(kind(&o), Some(FailureKind::Trap));
+    assert!(o.failure.unwrap().1.contains("stack overflow"));
+
+    // After all of that, the same sandbox still runs a task correctly.
+    let o = run(&sb, Kind::Component, &guests::echo(), job(b"still fine")).await;
+    assert_eq!((o.failure, o.output), (None, b"still fine".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_loop_stops_at_its_timeout() {
+    let sb = sandbox();
+    let mut j = job(b"");
+    j.fuel = u64::MAX / 2;
+    j.timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let o = run(&sb, Kind::Component, &guests::spin(), j).await;
+    assert_eq!(kind(&o), Some(FailureKind::Timeout));
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_a_running_guest_quickly() {
+    let sb = sandbox();
+    let mut j = job(b"");
+    j.fuel = u64::MAX / 2;
+    let cancel = j.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel.cancel();
+    });
+    let started = Instant::now();
+    let o = run(&sb, Kind::Component, &guests::spin(), j).await;
+    assert_eq!(kind(&o), Some(FailureKind::Cancelled));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_over_the_limit_is_refused() {
+    let sb = sandbox();
+    let o = run(&sb, Kind::Component, &guests::echo(), job(&[7u8; 2000])).await;
+    assert_eq!(kind(&o), Some(FailureKind::OutputTooLarge));
+    assert!(o.failure.unwrap().1.contains("max-output-size"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wasi_commands_read_stdin_write_stdout_and_exit() {
+    let sb = sandbox();
+    let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(b"hi there")).await;
+    assert_eq!((o.failure, o.exit_code, o.output), (None, Some(0), b"hi there".to_vec()));
+    let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(b"3 exit")).await;
+    assert_eq!(o.exit_code, Some(3));
+    assert_eq!(kind(&o), Some(FailureKind::TaskError));
+    assert_eq!(o.output, b"3 exit");
+    let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(&[b'x'; 3000])).await;
+    assert_eq!(kind(&o), Some(FailureKind::OutputTooLarge));
+}

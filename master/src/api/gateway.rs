@@ -1,0 +1,180 @@
+//! The `ExecutorGateway` service: one long-lived stream per executor, on the leader.
+//!
+//! A stream opens with `Hello`; the executor is registered through Raft, welcomed, and
+//! reconciled: runs the state gives it that it does not hold are sent again (the executor
+//! ignores duplicates), runs it holds that the state moved elsewhere are stopped. Then
+//! heartbeats renew its lease and results are proposed in batches; acknowledgements come
+//! back once they are committed, so a result is never lost to a leader change.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use wasmgrid_common::Digest;
+use wasmgrid_proto as pb;
+use wasmgrid_proto::executor_gateway_server::ExecutorGateway;
+use wasmgrid_proto::executor_message::Kind;
+
+use crate::convert;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::sessions::{message, OUTBOX_CAPACITY};
+use crate::state::{Command, RunRef};
+
+/// How long a new stream may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct GatewayService {
+    node: Arc<Node>,
+}
+
+impl GatewayService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+type MessageStream = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModuleChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExecutorGateway for GatewayService {
+    type SessionStream = MessageStream;
+
+    async fn session(&self, req: Request<Streaming<pb::ExecutorMessage>>) -> Result<Response<MessageStream>, Status> {
+        self.node.ensure_leader()?;
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello from the executor"))??;
+        let Some(pb::ExecutorMessage { kind: Some(Kind::Hello(hello)) }) = first else {
+            return Err(Status::invalid_argument("an executor stream must start with hello"));
+        };
+        if hello.name.is_empty() || hello.slots == 0 {
+            return Err(Status::invalid_argument("hello needs a name and at least one slot"));
+        }
+        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        tokio::spawn(serve(self.node.clone(), hello, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type FetchModuleStream = ChunkStream;
+
+    async fn fetch_module(&self, req: Request<pb::FetchModuleRequest>) -> Result<Response<ChunkStream>, Status> {
+        let digest: Digest = req.into_inner().digest.parse().map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let blobs = self.node.replica.blobs.clone();
+        let bytes = tokio::task::spawn_blocking(move || blobs.get(&digest))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|_| Status::not_found(format!("module {digest} is not stored on this master")))?;
+        let chunks: Vec<Result<pb::ModuleChunk, Status>> = bytes
+            .chunks(wasmgrid_proto::CHUNK_SIZE)
+            .map(|c| Ok(pb::ModuleChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+async fn serve(
+    node: Arc<Node>,
+    hello: pb::Hello,
+    mut inbound: Streaming<pb::ExecutorMessage>,
+    tx: mpsc::Sender<Result<pb::MasterMessage, Status>>,
+) {
+    let name = hello.name.clone();
+    let session = node.replica.sessions.open(&name, hello.incarnation, tx.clone());
+    let lease = match hello.keepalive_ttl_ms {
+        0 => node.config.keepalive_ttl,
+        ms => Duration::from_millis(ms.max(100)),
+    };
+    let register = Command::Register {
+        name: name.clone(),
+        addr: hello.advertise_addr.clone(),
+        incarnation: hello.incarnation,
+        slots: hello.slots,
+        memory: hello.memory_bytes,
+        lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+    };
+    if let Err(e) = node.propose(register).await {
+        let _ = tx.send(Err(e.into())).await;
+        node.replica.sessions.close(&name, session);
+        return;
+    }
+    tracing::info!(executor = %name, slots = hello.slots, addr = %hello.advertise_addr, "executor registered");
+    let interval = (lease / 4).max(Duration::from_millis(25));
+    let welcome = pb::Welcome {
+        keepalive_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(1000),
+        leader: node.config.name.clone(),
+    };
+    let _ = tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await;
+    if let Err(e) = reconcile(&node, &name, &hello.running) {
+        tracing::warn!(executor = %name, error = %e, "could not reconcile executor");
+    }
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let msg = tokio::select! {
+            msg = inbound.message() => msg,
+            _ = check.tick() => {
+                if node.replica.sessions.is_current(&name, session) { continue } else { break }
+            }
+        };
+        match msg {
+            Ok(Some(pb::ExecutorMessage { kind: Some(kind) })) => {
+                node.replica.sessions.touch(&name, session);
+                if let Kind::Results(results) = kind {
+                    let reports = results.results.into_iter().map(|r| convert::report(&name, r)).collect();
+                    node.proposer.propose_detached(Command::Finish(reports));
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(executor = %name, %status, "executor stream ended");
+                break;
+            }
+        }
+        if !node.replica.sessions.is_current(&name, session) {
+            break;
+        }
+    }
+    node.replica.sessions.close(&name, session);
+    tracing::info!(executor = %name, "executor disconnected");
+}
+
+/// Brings a (re)connected executor and the state into agreement; see the module docs.
+fn reconcile(node: &Node, name: &str, held: &[pb::RunningTask]) -> Result<(), ApiError> {
+    let held_set: HashSet<(u64, u32)> = held.iter().map(|r| (r.task_id, r.attempt)).collect();
+    let (missing, stale) = {
+        let sm = node.replica.read();
+        let missing: Vec<_> = sm
+            .executor(name)
+            .map(|e| e.running.iter().filter_map(|id| sm.current_dispatch(*id)).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| !held_set.contains(&(d.task, d.attempt)))
+            .collect();
+        let stale: Vec<_> = held
+            .iter()
+            .filter(|r| {
+                !sm.live_task(r.task_id).is_some_and(|t| t.attempts == r.attempt && t.executor.as_deref() == Some(name))
+            })
+            .map(|r| (name.to_string(), RunRef { task: r.task_id, attempt: r.attempt }))
+            .collect();
+        (missing, stale)
+    };
+    let mut dispatch = Vec::with_capacity(missing.len());
+    for d in missing {
+        let input = node.replica.db.input(d.task)?.unwrap_or_default();
+        dispatch.push((d, input));
+    }
+    if !dispatch.is_empty() || !stale.is_empty() {
+        tracing::info!(executor = name, resent = dispatch.len(), stopped = stale.len(), "reconciled executor");
+    }
+    node.replica.sessions.deliver(dispatch, stale, Vec::new());
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Module upload and listing.
+
+use std::sync::Arc;
+
+use tonic::Streaming;
+use wasmgrid_common::digest::Hasher;
+use wasmgrid_common::Size;
+use wasmgrid_proto as pb;
+use wasmgrid_proto::upload_module_request::Part;
+
+use crate::convert;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::state::{Command, ModuleMeta};
+use crate::validate::validate;
+
+/// Receives a streamed module, validates it and stores it; the same bytes twice are stored
+/// once and answer with the same record.
+pub async fn upload(node: &Arc<Node>, mut stream: Streaming<pb::UploadModuleRequest>) -> Result<pb::Module, ApiError> {
+    node.ensure_leader()?;
+    let max = node.config.max_module_size;
+    let too_big = |size: u64| {
+        ApiError::InvalidArgument(format!(
+            "module is {}, larger than the limit max-module-size = {}",
+            Size(size),
+            Size(max)
+        ))
+    };
+    let mut bytes = Vec::new();
+    let mut hasher = Hasher::default();
+    while let Some(msg) = stream.message().await.map_err(|s| ApiError::InvalidArgument(s.message().to_string()))? {
+        match msg.part {
+            Some(Part::Header(h)) => {
+                if h.size > max {
+                    return Err(too_big(h.size));
+                }
+                bytes.reserve(usize::try_from(h.size).unwrap_or(0));
+            }
+            Some(Part::Chunk(chunk)) => {
+                let size = (bytes.len() + chunk.len()) as u64;
+                if size > max {
+                    return Err(too_big(size));
+                }
+                hasher.update(&chunk);
+                bytes.extend_from_slice(&chunk);
+            }
+            None => {}
+        }
+    }
+    let digest = hasher.finish();
+    if let Some(existing) = node.replica.read().module(&digest) {
+        return Ok(convert::module(existing));
+    }
+    let size = bytes.len() as u64;
+    let replica = node.replica.clone();
+    let kind = tokio::task::spawn_blocking(move || {
+        let kind = validate(&bytes).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        replica.blobs.put(&digest, &bytes).map_err(|e| ApiError::Internal(format!("cannot store module: {e}")))?;
+        Ok::<_, ApiError>(kind)
+    })
+    .await
+    .map_err(|_| ApiError::InvalidArgument("invalid module: the validator could not read it".into()))??;
+    let meta = ModuleMeta { digest, size, kind, created_at_ms: now_ms() };
+    node.propose(Command::PutModule(meta)).await?;
+    tracing::info!(module = %digest, size, kind = kind.as_str(), "module stored");
+    let stored = node.replica.read().module(&digest).map(convert::module);
+    stored.ok_or_else(|| ApiError::Internal("module vanished after it was stored".into()))
+}
+
+pub fn list(node: &Node) -> Result<pb::ListModulesResponse, ApiError> {
+    node.ensure_leader()?;
+    let modules = node.replica.read().modules().map(convert::module).collect();
+    Ok(pb::ListModulesResponse { modules })
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,195 @@
+//! Task submission, reads, waiting and cancellation.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use wasmgrid_common::{Digest, Size};
+use wasmgrid_proto as pb;
+
+use crate::convert;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::state::{Command, Limits, NewTask, Refusal, Response, TaskId, TaskSpec};
+
+/// Tasks in one `ListTasks` page when the client does not say.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
+/// Output bytes in one `ListTasks` page, roughly.
+const PAGE_BYTES: usize = 32 * 1024 * 1024;
+
+pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::SubmitTasksResponse, ApiError> {
+    node.ensure_leader()?;
+    let cfg = &node.config;
+    if req.tasks.is_empty() {
+        return Err(ApiError::InvalidArgument("no tasks to submit".into()));
+    }
+    if req.tasks.len() > cfg.max_batch_size {
+        return Err(ApiError::InvalidArgument(format!(
+            "{} tasks in one submit, more than the limit max-batch-size = {}",
+            req.tasks.len(),
+            cfg.max_batch_size
+        )));
+    }
+    let request_id = match req.request_id.len() {
+        0 => None,
+        16 => {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&req.request_id);
+            Some(id)
+        }
+        n => return Err(ApiError::InvalidArgument(format!("request_id must be 16 bytes, not {n}"))),
+    };
+    let mut tasks = Vec::with_capacity(req.tasks.len());
+    for spec in req.tasks {
+        tasks.push(new_task(node, spec)?);
+    }
+    {
+        let sm = node.replica.read();
+        if let Some(t) = tasks.iter().find(|t| sm.module(&t.spec.module).is_none()) {
+            return Err(ApiError::FailedPrecondition(Refusal::UnknownModule(t.spec.module.to_string()).to_string()));
+        }
+    }
+    match node.propose(Command::Submit { request_id, tasks }).await? {
+        Response::Submitted(ids) => Ok(pb::SubmitTasksResponse { ids }),
+        Response::Refused(r) => Err(ApiError::FailedPrecondition(r.to_string())),
+        Response::Done => Err(ApiError::Internal("submit answered without task ids".into())),
+    }
+}
+
+/// Checks one spec and fills in the master's defaults.
+fn new_task(node: &Node, spec: pb::TaskSpec) -> Result<NewTask, ApiError> {
+    let cfg = &node.config;
+    let module: Digest = spec.module.parse().map_err(|e| ApiError::InvalidArgument(format!("{e}")))?;
+    if spec.input.len() as u64 > cfg.max_input_size {
+        return Err(ApiError::InvalidArgument(format!(
+            "task input is {}, larger than the limit max-input-size = {}",
+            Size(spec.input.len() as u64),
+            Size(cfg.max_input_size)
+        )));
+    }
+    let l = spec.limits.unwrap_or_default();
+    let limits = Limits {
+        fuel: l.fuel,
+        memory: if l.memory_bytes == 0 { cfg.default_memory } else { l.memory_bytes },
+        timeout_ms: if l.timeout_ms == 0 {
+            u64::try_from(cfg.default_timeout.as_millis()).unwrap_or(u64::MAX)
+        } else {
+            l.timeout_ms
+        },
+    };
+    if let Some(e) = spec.env.iter().find(|e| e.key.is_empty() || e.key.contains('=') || e.key.contains('\0')) {
+        return Err(ApiError::InvalidArgument(format!(
+            "environment variable name `{}` is invalid: it must be non-empty, without '=' or NUL",
+            e.key
+        )));
+    }
+    if spec.args.iter().chain(spec.env.iter().map(|e| &e.value)).any(|a| a.contains('\0')) {
+        return Err(ApiError::InvalidArgument("arguments and environment values cannot contain NUL bytes".into()));
+    }
+    Ok(NewTask {
+        spec: TaskSpec {
+            module,
+            limits,
+            max_attempts: if spec.max_attempts == 0 { cfg.default_max_attempts } else { spec.max_attempts },
+            priority: spec.priority,
+            args: spec.args,
+            env: spec.env.into_iter().map(|e| (e.key, e.value)).collect(),
+        },
+        input: spec.input,
+    })
+}
+
+pub fn get(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
+    node.ensure_leader()?;
+    node.replica.task(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+}
+
+pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
+    node.ensure_leader()?;
+    match node.propose(Command::Cancel(id)).await? {
+        Response::Refused(Refusal::TaskNotFound(_)) => Err(ApiError::NotFound(format!("task {id} not found"))),
+        Response::Refused(Refusal::AlreadyFinished(_)) => {
+            let state = node.replica.db.task(id)?.map_or("finished", |t| t.state.as_str());
+            Err(ApiError::FailedPrecondition(format!("task {id} has already finished ({state})")))
+        }
+        _ => get(node, id),
+    }
+}
+
+pub fn list(node: &Node, req: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, ApiError> {
+    node.ensure_leader()?;
+    let state = match req.state {
+        None => None,
+        Some(s) => {
+            let s = pb::TaskState::try_from(s).map_err(|_| ApiError::InvalidArgument(format!("unknown task state {s}")))?;
+            convert::task_state_from(s)
+        }
+    };
+    let limit = match req.limit as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let (tasks, more) = node.replica.list_tasks(state, req.after_id, limit, PAGE_BYTES)?;
+    Ok(pb::ListTasksResponse { tasks, more })
+}
+
+/// Streams each task of `ids` once it has finished: at once for finished ones, on the apply
+/// of their result for the others. Unknown ids end the stream with NOT_FOUND.
+pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<pb::Task, Status>>, ApiError> {
+    node.ensure_leader()?;
+    if ids.is_empty() {
+        return Err(ApiError::InvalidArgument("no task ids to wait for".into()));
+    }
+    let mut remaining: BTreeSet<TaskId> = ids.into_iter().collect();
+    let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
+    let ids: Vec<TaskId> = remaining.iter().copied().collect();
+    node.replica.waiters.register(&ids, &notify_tx);
+    drop(notify_tx);
+    let (out, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        // Register first, then look: a task finishing in between is seen one way or the other.
+        for id in ids {
+            match node.replica.task(id) {
+                Ok(Some(t)) if is_final(&t) => {
+                    remaining.remove(&id);
+                    if out.send(Ok(t)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let _ = out.send(Err(Status::not_found(format!("task {id} not found")))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = out.send(Err(ApiError::from(e).into())).await;
+                    return;
+                }
+            }
+        }
+        while !remaining.is_empty() {
+            let id = tokio::select! {
+                id = notify_rx.recv() => match id { Some(id) => id, None => return },
+                _ = out.closed() => return,
+            };
+            if !remaining.remove(&id) {
+                continue;
+            }
+            let msg = match node.replica.task(id) {
+                Ok(Some(t)) => Ok(t),
+                Ok(None) => Err(Status::not_found(format!("task {id} not found"))),
+                Err(e) => Err(ApiError::from(e).into()),
+            };
+            if out.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn is_final(t: &pb::Task) -> bool {
+    matches!(t.state(), pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled)
+}

@@ -1,0 +1,288 @@
+//! Master configuration: flags, the same keys in a TOML file (`--config`), and defaults,
+//! resolved and checked in one place.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use wasmgrid_common::logging::LogFormat;
+use wasmgrid_common::{Addr, Dur, Size};
+
+/// The sample config printed by `--print-sample-config`.
+pub const SAMPLE_CONFIG: &str = include_str!("../../sample/config/master.toml");
+
+/// The command line of `master`.
+#[derive(Debug, Parser)]
+#[command(name = "master", version = wasmgrid_common::VERSION, about = "The wasmgrid master: schedules WebAssembly tasks and keeps their state")]
+pub struct Cli {
+    /// TOML file with any of the options below (same names, kebab-case); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print a sample config file with every key and exit.
+    #[arg(long)]
+    pub print_sample_config: bool,
+    #[command(flatten)]
+    pub options: MasterOptions,
+}
+
+/// Every option of a master, as given by flags or the config file (unset ones are `None`).
+#[derive(Debug, Default, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MasterOptions {
+    /// Address the client and executor API listens on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub master_addr: Option<Addr>,
+    /// Address clients and executors use to reach this master (default: --master-addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_addr: Option<Addr>,
+    /// This master's name in the group.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Directory of the Raft log, the state and the module blobs.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the Raft peer service listens on (default: shared with --master-addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_urls: Option<Addr>,
+    /// URL other masters use to reach this one's peer service.
+    #[arg(long, value_name = "URL")]
+    pub advertise_peer_urls: Option<Addr>,
+    /// The founding members: name=URL,name=URL,...
+    #[arg(long, value_name = "NAME=URL,...")]
+    pub initial_cluster: Option<InitialCluster>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(short = 'L', long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Write logs to this file instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Largest module accepted by upload.
+    #[arg(long, value_name = "SIZE")]
+    pub max_module_size: Option<Size>,
+    /// Largest task input accepted by submit.
+    #[arg(long, value_name = "SIZE")]
+    pub max_input_size: Option<Size>,
+    /// Most tasks in one submit call.
+    #[arg(long, value_name = "N")]
+    pub max_batch_size: Option<u32>,
+    /// Memory a task may use when it does not say.
+    #[arg(long, value_name = "SIZE")]
+    pub default_memory: Option<Size>,
+    /// Wall-clock limit of a task that does not say.
+    #[arg(long, value_name = "DURATION")]
+    pub default_timeout: Option<Dur>,
+    /// Runs a task gets when its executors are lost, when it does not say.
+    #[arg(long, value_name = "N")]
+    pub default_max_attempts: Option<u32>,
+    /// Executors' lease when they do not ask for one.
+    #[arg(long, value_name = "DURATION")]
+    pub keepalive_ttl: Option<Dur>,
+    /// Raft entries between two snapshots of the state machine.
+    #[arg(long, value_name = "N")]
+    pub snapshot_every: Option<u64>,
+    /// Raft heartbeat period; elections start after 4-8 missed heartbeats.
+    #[arg(long, value_name = "DURATION")]
+    pub raft_heartbeat: Option<Dur>,
+}
+
+/// The founding members of a group: `m0=http://ip0:8291,m1=http://ip1:8291`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InitialCluster(pub Vec<(String, Addr)>);
+
+impl FromStr for InitialCluster {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut members = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, url) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not name=URL (e.g. m0=http://10.0.0.1:8291)"))?;
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(format!("`{part}` has an empty name"));
+            }
+            if members.iter().any(|(n, _)| n == name) {
+                return Err(format!("member `{name}` is listed twice"));
+            }
+            let addr = url.parse::<Addr>().map_err(|e| e.to_string())?;
+            members.push((name.to_string(), addr));
+        }
+        if members.is_empty() {
+            return Err("no members given: expected name=URL,name=URL,...".into());
+        }
+        Ok(Self(members))
+    }
+}
+
+impl fmt::Display for InitialCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(n, a)| format!("{n}={}", a.url())).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+impl Serialize for InitialCluster {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for InitialCluster {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A master's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub master_addr: Addr,
+    pub advertise_addr: Addr,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub peer_addr: Option<Addr>,
+    pub advertise_peer_addr: Addr,
+    pub initial_cluster: Vec<(String, Addr)>,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub max_module_size: u64,
+    pub max_input_size: u64,
+    pub max_batch_size: usize,
+    pub default_memory: u64,
+    pub default_timeout: Duration,
+    pub default_max_attempts: u32,
+    pub keepalive_ttl: Duration,
+    pub snapshot_every: u64,
+    pub raft_heartbeat: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl MasterOptions {
+    /// Fills in defaults and checks the combination.
+    pub fn resolve(self) -> Result<MasterConfig, ConfigError> {
+        let master_addr = self.master_addr.unwrap_or_else(|| Addr::new("127.0.0.1", 10240));
+        let advertise_addr = self.advertise_addr.unwrap_or_else(|| master_addr.clone());
+        let name = self.name.unwrap_or_else(|| "master".to_string());
+        if name.is_empty() || name.contains(['=', ',']) || name.chars().any(char::is_whitespace) {
+            return Err(ConfigError(format!("name `{name}` must be non-empty, without spaces, '=' or ','")));
+        }
+        let initial_cluster = self.initial_cluster.map(|c| c.0).unwrap_or_default();
+        let peer_addr = self.peer_urls;
+        let advertise_peer_addr = match (&self.advertise_peer_urls, &peer_addr) {
+            (Some(a), _) => a.clone(),
+            (None, _) => match initial_cluster.iter().find(|(n, _)| *n == name) {
+                Some((_, a)) => a.clone(),
+                None => peer_addr.clone().unwrap_or_else(|| advertise_addr.clone()),
+            },
+        };
+        if !initial_cluster.is_empty() && !initial_cluster.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = initial_cluster.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(ConfigError(format!(
+                "--name `{name}` is not in --initial-cluster ({}); give this master one of those names",
+                names.join(", ")
+            )));
+        }
+        let max_module_size = self.max_module_size.unwrap_or(Size::mib(64)).bytes();
+        let max_input_size = self.max_input_size.unwrap_or(Size::mib(16)).bytes();
+        let limit = wasmgrid_proto::MAX_MESSAGE_SIZE as u64 / 2;
+        if max_input_size > limit {
+            return Err(ConfigError(format!("max-input-size must be at most {}", Size(limit))));
+        }
+        let default_memory = self.default_memory.unwrap_or(Size::mib(128)).bytes();
+        if default_memory == 0 {
+            return Err(ConfigError("default-memory must be more than 0".into()));
+        }
+        let keepalive_ttl = self.keepalive_ttl.unwrap_or(Dur::secs(10)).0;
+        if keepalive_ttl < Duration::from_millis(100) {
+            return Err(ConfigError("keepalive-ttl must be at least 100ms".into()));
+        }
+        let raft_heartbeat = self.raft_heartbeat.unwrap_or(Dur::millis(100)).0;
+        if raft_heartbeat < Duration::from_millis(10) {
+            return Err(ConfigError("raft-heartbeat must be at least 10ms".into()));
+        }
+        Ok(MasterConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data").join(&name)),
+            master_addr,
+            advertise_addr,
+            name,
+            peer_addr,
+            advertise_peer_addr,
+            initial_cluster,
+            log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            log_file: self.log_file,
+            log_format: self.log_format.unwrap_or_default(),
+            max_module_size,
+            max_input_size,
+            max_batch_size: self.max_batch_size.unwrap_or(10_000).max(1) as usize,
+            default_memory,
+            default_timeout: self.default_timeout.unwrap_or(Dur::secs(60)).0,
+            default_max_attempts: self.default_max_attempts.unwrap_or(3).max(1),
+            keepalive_ttl,
+            snapshot_every: self.snapshot_every.unwrap_or(10_000).max(10),
+            raft_heartbeat,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_config_parses_and_lists_every_key() {
+        let opts: MasterOptions = toml::from_str(SAMPLE_CONFIG).unwrap();
+        opts.clone().resolve().unwrap();
+        let table: toml::Table = toml::from_str(SAMPLE_CONFIG).unwrap();
+        let all = toml::Table::try_from(MasterOptions {
+            master_addr: Some(Addr::new("a", 1)),
+            advertise_addr: Some(Addr::new("a", 1)),
+            name: Some("m".into()),
+            data_dir: Some("d".into()),
+            peer_urls: Some(Addr::new("a", 2)),
+            advertise_peer_urls: Some(Addr::new("a", 2)),
+            initial_cluster: Some("m=a:2".parse().unwrap()),
+            log_level: Some("info".into()),
+            log_file: Some("f".into()),
+            log_format: Some(LogFormat::Text),
+            max_module_size: Some(Size(1)),
+            max_input_size: Some(Size(1)),
+            max_batch_size: Some(1),
+            default_memory: Some(Size(1)),
+            default_timeout: Some(Dur::secs(1)),
+            default_max_attempts: Some(1),
+            keepalive_ttl: Some(Dur::secs(1)),
+            snapshot_every: Some(1),
+            raft_heartbeat: Some(Dur::secs(1)),
+        })
+        .unwrap();
+        let text = SAMPLE_CONFIG;
+        for key in all.keys() {
+            assert!(table.contains_key(key) || text.contains(&format!("# {key} =")), "sample lacks `{key}`");
+        }
+    }
+
+    #[test]
+    fn initial_cluster_is_checked() {
+        let c: InitialCluster = "m0=http://ip0:8291,m1=ip1:8291".parse().unwrap();
+        assert_eq!(c.0.len(), 2);
+        assert!("m0".parse::<InitialCluster>().is_err());
+        assert!("m0=a:1,m0=b:1".parse::<InitialCluster>().is_err());
+        assert!("m0=nope".parse::<InitialCluster>().is_err());
+        let opts = MasterOptions {
+            name: Some("m9".into()),
+            initial_cluster: Some(c),
+            ..Default::default()
+        };
+        assert!(opts.resolve().unwrap_err().to_string().contains("m9"));
+    }
+}

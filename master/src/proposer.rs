@@ -1,0 +1,128 @@
+//! Turns many concurrent commands into few Raft entries: whatever queued up while the
+//! previous entries were being committed goes into the next one (group commit), and up to
+//! `MAX_IN_FLIGHT` entries are in the pipeline at once.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::raft::{Member, Raft};
+use crate::state::{Batch, Command, Response};
+
+/// Entries proposed and not yet answered.
+const MAX_IN_FLIGHT: usize = 4;
+/// Commands in one entry at most.
+const MAX_COMMANDS: usize = 8192;
+/// Bytes of inputs and outputs in one entry, roughly; a single larger command still goes.
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this master is not the leader")]
+    NotLeader(Option<Member>),
+    #[error("raft: {0}")]
+    Failed(String),
+}
+
+struct Proposal {
+    command: Command,
+    reply: Option<oneshot::Sender<Result<Response, ProposeError>>>,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::UnboundedSender<Proposal>,
+}
+
+impl Proposer {
+    /// Starts the batching loop; it ends when every `Proposer` clone is dropped.
+    pub fn start(raft: Raft) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx));
+        Self { tx }
+    }
+
+    /// Proposes `command` and waits until it is committed and applied.
+    pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal { command, reply: Some(reply) })
+            .map_err(|_| ProposeError::Failed("the master is shutting down".into()))?;
+        rx.await.map_err(|_| ProposeError::Failed("the master is shutting down".into()))?
+    }
+
+    /// Proposes `command` without waiting for the outcome.
+    pub fn propose_detached(&self, command: Command) {
+        let _ = self.tx.send(Proposal { command, reply: None });
+    }
+}
+
+fn weight(c: &Command) -> usize {
+    match c {
+        Command::Submit { tasks, .. } => tasks.iter().map(|t| t.input.len() + 64).sum(),
+        Command::Finish(reports) => reports.iter().map(|r| r.output.output.len() + r.output.stderr.len() + 64).sum(),
+        _ => 64,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut bytes = weight(&first.command);
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMMANDS && bytes < MAX_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += weight(&p.command);
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let entry = Batch { at_ms: now_ms(), commands };
+        match raft.client_write_ff(entry).await {
+            Ok(pending) => {
+                tokio::spawn(async move {
+                    let outcome = match pending.await {
+                        Ok(Ok(resp)) => Ok(resp.data),
+                        Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader(f.leader_node)),
+                        Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
+                        Err(_) => Err(ProposeError::Failed("raft stopped before answering".into())),
+                    };
+                    answer(replies, outcome);
+                    drop(permit);
+                });
+            }
+            Err(fatal) => answer(replies, Err(ProposeError::Failed(fatal.to_string()))),
+        }
+    }
+}
+
+fn answer(replies: Vec<Option<oneshot::Sender<Result<Response, ProposeError>>>>, outcome: Result<Vec<Response>, ProposeError>) {
+    match outcome {
+        Ok(responses) => {
+            for (reply, response) in replies.into_iter().zip(responses) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+        }
+        Err(e) => {
+            for reply in replies.into_iter().flatten() {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}

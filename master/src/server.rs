@@ -1,0 +1,181 @@
+//! Starting and stopping a master: storage, Raft, the background loops and the gRPC servers,
+//! on listeners the caller has bound (tests bind port 0), until the shutdown token fires.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use wasmgrid_proto::executor_gateway_server::ExecutorGatewayServer;
+use wasmgrid_proto::master_server::MasterServer;
+use wasmgrid_proto::raft_peer_server::RaftPeerServer;
+use wasmgrid_proto::MAX_MESSAGE_SIZE;
+
+use crate::api::gateway::GatewayService;
+use crate::api::master::MasterService;
+use crate::api::peer::PeerService;
+use crate::background;
+use crate::config::MasterConfig;
+use crate::node::Node;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_store::StateStore;
+use crate::raft::{members, node_id, Member, Raft};
+use crate::replica::Replica;
+use crate::storage::blobs::BlobStore;
+use crate::storage::state_db::StateDb;
+
+/// The sockets a master serves on.
+pub struct Listeners {
+    pub api: TcpListener,
+    /// The Raft peer service; `None` serves it on the API listener.
+    pub peer: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &MasterConfig) -> anyhow::Result<Self> {
+        let api = bind(&config.master_addr.host_port()).await?;
+        let peer = match &config.peer_addr {
+            Some(a) => Some(bind(&a.host_port()).await?),
+            None => None,
+        };
+        Ok(Self { api, peer })
+    }
+
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.api.local_addr()
+    }
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// A running master, for callers (tests) that need its parts.
+pub struct Running {
+    pub node: Arc<Node>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for the servers to stop (after the shutdown token fired) and stops Raft.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.node.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+    }
+}
+
+/// Opens storage, starts Raft and serves until `shutdown` fires.
+pub async fn start(config: MasterConfig, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let dir = &config.data_dir;
+    let log_store = LogStore::open(&dir.join("raft-log.redb"))?;
+    let db = StateDb::open(&dir.join("state.redb"))?;
+    let blobs = BlobStore::open(dir.join("blobs"))?;
+    let replica = Arc::new(Replica::open(db, blobs)?);
+    let state_store = StateStore::open(replica.clone(), dir.join("snapshots"))?;
+
+    let id = node_id(&config.name);
+    let hb = u64::try_from(config.raft_heartbeat.as_millis()).unwrap_or(100);
+    let raft_config = openraft::Config {
+        cluster_name: "wasmgrid".into(),
+        heartbeat_interval: hb,
+        election_timeout_min: hb * 4,
+        election_timeout_max: hb * 8,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: 1_000,
+        max_payload_entries: 64,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(id, Arc::new(raft_config), Network, log_store, state_store).await?;
+
+    let me = Member {
+        name: config.name.clone(),
+        peer_addr: config.advertise_peer_addr.to_string(),
+        api_addr: config.advertise_addr.to_string(),
+    };
+    let founders: Vec<Member> = if config.initial_cluster.is_empty() {
+        vec![me.clone()]
+    } else {
+        config
+            .initial_cluster
+            .iter()
+            .map(|(name, addr)| if *name == me.name { me.clone() } else { Member { name: name.clone(), peer_addr: addr.to_string(), api_addr: String::new() } })
+            .collect()
+    };
+    if !raft.is_initialized().await? {
+        let founding: BTreeMap<_, _> = members(&founders);
+        tracing::info!(members = founding.len(), "initializing a new group");
+        if let Err(e) = raft.initialize(founding).await {
+            tracing::warn!(error = %e, "group initialization refused");
+        }
+    } else if founders.len() == 1 {
+        // A lone master need not wait out an election timeout after a restart.
+        let _ = raft.trigger().elect().await;
+    }
+
+    let node = Arc::new(Node::new(id, config, raft, replica));
+    background::spawn_all(&node, &shutdown);
+
+    let api_addr = listeners.api.local_addr()?;
+    tracing::info!(name = %node.config.name, "listening on {api_addr}");
+    let mut tasks = Vec::new();
+    let peer_on_api = listeners.peer.is_none();
+    tasks.push(tokio::spawn(serve_api(node.clone(), listeners.api, peer_on_api, shutdown.clone())));
+    if let Some(peer) = listeners.peer {
+        tracing::info!("peer service listening on {}", peer.local_addr()?);
+        tasks.push(tokio::spawn(serve_peer(node.clone(), peer, shutdown.clone())));
+    }
+    Ok(Running { node, tasks })
+}
+
+fn server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+fn peer_service(node: &Arc<Node>) -> RaftPeerServer<PeerService> {
+    RaftPeerServer::new(PeerService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+async fn serve_api(node: Arc<Node>, listener: TcpListener, with_peer: bool, shutdown: CancellationToken) {
+    let master = MasterServer::new(MasterService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let gateway = ExecutorGatewayServer::new(GatewayService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let router = server()
+        .add_service(master)
+        .add_service(gateway)
+        .add_optional_service(with_peer.then(|| peer_service(&node)));
+    let incoming = TcpListenerStream::new(listener);
+    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
+        tracing::error!(error = %e, "api server failed");
+    }
+}
+
+async fn serve_peer(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
+    let incoming = TcpListenerStream::new(listener);
+    let router = server().add_service(peer_service(&node));
+    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
+        tracing::error!(error = %e, "peer server failed");
+    }
+}

@@ -1,0 +1,130 @@
+//! The leader's open executor streams: where to send assignments, cancellations and result
+//! acknowledgements, and when each executor was last heard from (its lease).
+//!
+//! Sends never block: an executor whose stream is full or gone loses its session, reconnects,
+//! and is brought up to date by the reconciliation that follows every `Hello`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use wasmgrid_proto as pb;
+
+use crate::convert;
+use crate::state::{Dispatch, RunRef};
+
+pub type Outbox = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+
+/// How many messages may queue for one executor before its session is dropped.
+pub const OUTBOX_CAPACITY: usize = 4096;
+
+struct Session {
+    id: u64,
+    incarnation: u64,
+    tx: Outbox,
+    last_seen: Instant,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<HashMap<String, Session>>,
+    next_id: AtomicU64,
+}
+
+/// A snapshot of one session for status and lease checks.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionInfo {
+    pub incarnation: u64,
+    pub last_seen: Instant,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a session for `name`, replacing (and so closing) any older one. Returns its id.
+    pub fn open(&self, name: &str, incarnation: u64, tx: Outbox) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Session { id, incarnation, tx, last_seen: Instant::now() };
+        self.lock().insert(name.to_string(), session);
+        id
+    }
+
+    /// True while `id` is still the session of `name`.
+    pub fn is_current(&self, name: &str, id: u64) -> bool {
+        self.lock().get(name).is_some_and(|s| s.id == id)
+    }
+
+    pub fn close(&self, name: &str, id: u64) {
+        let mut map = self.lock();
+        if map.get(name).is_some_and(|s| s.id == id) {
+            map.remove(name);
+        }
+    }
+
+    /// Ends every stream, e.g. when this master stops being the leader.
+    pub fn close_all(&self, why: &str) {
+        let sessions: Vec<Session> = self.lock().drain().map(|(_, s)| s).collect();
+        for s in sessions {
+            let _ = s.tx.try_send(Err(Status::unavailable(why.to_string())));
+        }
+    }
+
+    pub fn touch(&self, name: &str, id: u64) {
+        if let Some(s) = self.lock().get_mut(name) {
+            if s.id == id {
+                s.last_seen = Instant::now();
+            }
+        }
+    }
+
+    pub fn info(&self, name: &str) -> Option<SessionInfo> {
+        self.lock().get(name).map(|s| SessionInfo { incarnation: s.incarnation, last_seen: s.last_seen })
+    }
+
+    pub fn send(&self, name: &str, msg: pb::MasterMessage) {
+        let mut map = self.lock();
+        let failed = match map.get(name) {
+            Some(s) => s.tx.try_send(Ok(msg)).is_err(),
+            None => false,
+        };
+        if failed {
+            tracing::warn!(executor = name, "executor stream is full or closed; dropping its session");
+            map.remove(name);
+        }
+    }
+
+    /// Sends what an applied batch asks of executors, one message per kind and executor.
+    pub fn deliver(&self, dispatch: Vec<(Dispatch, Vec<u8>)>, stop: Vec<(String, RunRef)>, acks: Vec<(String, RunRef)>) {
+        let mut assign: BTreeMap<String, Vec<pb::Assignment>> = BTreeMap::new();
+        for (d, input) in dispatch {
+            let a = convert::assignment(&d, input);
+            assign.entry(d.executor).or_default().push(a);
+        }
+        for (name, tasks) in assign {
+            self.send(&name, message(pb::master_message::Kind::Assign(pb::Assignments { tasks })));
+        }
+        for (name, runs) in group(stop) {
+            self.send(&name, message(pb::master_message::Kind::Cancel(pb::CancelTasks { tasks: runs })));
+        }
+        for (name, runs) in group(acks) {
+            self.send(&name, message(pb::master_message::Kind::Ack(pb::ResultsAck { tasks: runs })));
+        }
+    }
+}
+
+pub fn message(kind: pb::master_message::Kind) -> pb::MasterMessage {
+    pb::MasterMessage { kind: Some(kind) }
+}
+
+fn group(runs: Vec<(String, RunRef)>) -> BTreeMap<String, Vec<pb::RunningTask>> {
+    let mut out: BTreeMap<String, Vec<pb::RunningTask>> = BTreeMap::new();
+    for (name, r) in runs {
+        out.entry(name).or_default().push(pb::RunningTask { task_id: r.task, attempt: r.attempt });
+    }
+    out
+}

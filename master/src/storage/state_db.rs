@@ -1,0 +1,246 @@
+//! The applied state at rest, in `state.redb`: every task record (live or finished), inputs
+//! and outputs apart so listing stays cheap, modules, executors and idempotency keys.
+//!
+//! Applying a batch writes its effects in one transaction. Those commits are not fsynced:
+//! the Raft log already is, and after a crash the entries since the last durable commit are
+//! applied again. `sync` makes everything durable (before a snapshot lets the log be purged).
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::codec::{decode, encode};
+use super::StorageError;
+use crate::state::{
+    Dispatch, ExecutorRecord, ModuleMeta, RequestId, StateMachine, TaskId, TaskOutput, TaskRecord, TaskState,
+};
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const MODULES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("modules");
+pub(crate) const EXECUTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("executors");
+pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+pub(crate) const LIVE: TableDefinition<u64, ()> = TableDefinition::new("live");
+pub(crate) const INPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("inputs");
+pub(crate) const OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("outputs");
+pub(crate) const REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("requests");
+
+const NEXT_TASK_ID: &str = "next_task_id";
+
+/// Everything one applied batch changes at rest.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Live tasks whose record changed.
+    pub live: Vec<TaskRecord>,
+    pub finished: Vec<TaskRecord>,
+    pub inputs: Vec<(TaskId, Vec<u8>)>,
+    pub outputs: Vec<(TaskId, TaskOutput)>,
+    pub modules: Vec<ModuleMeta>,
+    pub executors: Vec<ExecutorRecord>,
+    pub requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
+    pub requests_expired: Vec<RequestId>,
+    pub next_task_id: TaskId,
+    /// Raft bookkeeping (last applied log id, membership), already encoded.
+    pub meta: Vec<(&'static str, Vec<u8>)>,
+}
+
+pub struct StateDb {
+    pub(crate) db: Database,
+}
+
+impl StateDb {
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(META)?;
+            tx.open_table(MODULES)?;
+            tx.open_table(EXECUTORS)?;
+            tx.open_table(TASKS)?;
+            tx.open_table(LIVE)?;
+            tx.open_table(INPUTS)?;
+            tx.open_table(OUTPUTS)?;
+            tx.open_table(REQUESTS)?;
+        }
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Rebuilds the in-memory machine from the stored records.
+    pub fn load(&self) -> Result<StateMachine, StorageError> {
+        let tx = self.db.begin_read()?;
+        let next_task_id: TaskId = read_meta(&tx.open_table(META)?, NEXT_TASK_ID)?.unwrap_or(1);
+        let modules = values::<_, ModuleMeta>(&tx.open_table(MODULES)?)?;
+        let executors = values::<_, ExecutorRecord>(&tx.open_table(EXECUTORS)?)?;
+        let tasks = tx.open_table(TASKS)?;
+        let mut live = Vec::new();
+        for row in tx.open_table(LIVE)?.iter()? {
+            let id = row?.0.value();
+            if let Some(bytes) = tasks.get(id)? {
+                live.push(decode::<TaskRecord>(bytes.value())?);
+            }
+        }
+        let mut requests = Vec::new();
+        for row in tx.open_table(REQUESTS)?.iter()? {
+            let (k, v) = row?;
+            let key: RequestId = k
+                .value()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt("request key of the wrong length".into()))?;
+            let (ids, at): (Vec<TaskId>, i64) = decode(v.value())?;
+            requests.push((key, ids, at));
+        }
+        Ok(StateMachine::restore(next_task_id, modules, executors, live, requests))
+    }
+
+    /// Reads one Raft bookkeeping value.
+    pub fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        let tx = self.db.begin_read()?;
+        read_meta(&tx.open_table(META)?, key)
+    }
+
+    /// Writes `changes` in one transaction and returns each dispatch with its input bytes.
+    pub fn persist(&self, c: Changes, dispatch: Vec<Dispatch>) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        let out;
+        {
+            let mut tasks = tx.open_table(TASKS)?;
+            let mut live = tx.open_table(LIVE)?;
+            let mut inputs = tx.open_table(INPUTS)?;
+            let mut outputs = tx.open_table(OUTPUTS)?;
+            for (id, input) in &c.inputs {
+                inputs.insert(id, input.as_slice())?;
+            }
+            for t in &c.live {
+                tasks.insert(t.id, encode(t)?.as_slice())?;
+                live.insert(t.id, ())?;
+            }
+            for t in &c.finished {
+                tasks.insert(t.id, encode(t)?.as_slice())?;
+                live.remove(t.id)?;
+            }
+            for (id, o) in &c.outputs {
+                outputs.insert(id, encode(o)?.as_slice())?;
+            }
+            let mut modules = tx.open_table(MODULES)?;
+            for m in &c.modules {
+                modules.insert(m.digest.0.as_slice(), encode(m)?.as_slice())?;
+            }
+            let mut executors = tx.open_table(EXECUTORS)?;
+            for e in &c.executors {
+                executors.insert(e.name.as_str(), encode(e)?.as_slice())?;
+            }
+            let mut requests = tx.open_table(REQUESTS)?;
+            for (key, ids, at) in &c.requests_added {
+                requests.insert(key.as_slice(), encode(&(ids, at))?.as_slice())?;
+            }
+            for key in &c.requests_expired {
+                requests.remove(key.as_slice())?;
+            }
+            let mut meta = tx.open_table(META)?;
+            meta.insert(NEXT_TASK_ID, encode(&c.next_task_id)?.as_slice())?;
+            for (k, v) in &c.meta {
+                meta.insert(*k, v.as_slice())?;
+            }
+            let mut with_input = Vec::with_capacity(dispatch.len());
+            for d in dispatch {
+                let input = inputs.get(d.task)?.map(|v| v.value().to_vec()).unwrap_or_default();
+                with_input.push((d, input));
+            }
+            out = with_input;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Writes Raft bookkeeping rows.
+    pub fn put_meta(&self, rows: &[(&str, Vec<u8>)]) -> Result<(), StorageError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            for (k, v) in rows {
+                meta.insert(*k, v.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes every earlier commit durable.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StorageError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(TASKS)?;
+        table.get(id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn input(&self, id: TaskId) -> Result<Option<Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(INPUTS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn output(&self, id: TaskId) -> Result<Option<TaskOutput>, StorageError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(OUTPUTS)?;
+        table.get(id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Tasks with ids above `after`, optionally in one state, with their outputs: at most
+    /// `limit` of them and about `byte_budget` bytes of output. Returns whether more follow.
+    pub fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        after: TaskId,
+        limit: usize,
+        byte_budget: usize,
+    ) -> Result<(Vec<(TaskRecord, TaskOutput)>, bool), StorageError> {
+        let tx = self.db.begin_read()?;
+        let tasks = tx.open_table(TASKS)?;
+        let outputs = tx.open_table(OUTPUTS)?;
+        let mut found = Vec::new();
+        let mut bytes = 0usize;
+        for row in tasks.range(after.saturating_add(1)..)? {
+            let (_, v) = row?;
+            let t: TaskRecord = decode(v.value())?;
+            if state.is_some_and(|s| s != t.state) {
+                continue;
+            }
+            if found.len() >= limit || (bytes > byte_budget && !found.is_empty()) {
+                return Ok((found, true));
+            }
+            let out: TaskOutput = match outputs.get(t.id)? {
+                Some(o) => decode(o.value())?,
+                None => TaskOutput::default(),
+            };
+            bytes += out.output.len() + out.stderr.len();
+            found.push((t, out));
+        }
+        Ok((found, false))
+    }
+}
+
+fn read_meta<T: DeserializeOwned>(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<T>, StorageError> {
+    table.get(key)?.map(|v| decode(v.value())).transpose()
+}
+
+fn values<K: redb::Key + 'static, T: DeserializeOwned>(table: &impl ReadableTable<K, &'static [u8]>) -> Result<Vec<T>, StorageError> {
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        out.push(decode(row?.1.value())?);
+    }
+    Ok(out)
+}
+
+/// Encodes a value for `Changes::meta`.
+pub fn meta_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    encode(value)
+}
