@@ -25,8 +25,10 @@ pub enum ConfigError {
 pub fn load<T: Serialize + DeserializeOwned>(flags: &T, path: Option<&Path>) -> Result<T, ConfigError> {
     let mut table = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             // Deserializing the file alone first gives errors that point at the file's lines.
             let parse_err = |e: toml::de::Error| ConfigError::Parse {
                 path: path.display().to_string(),
@@ -68,7 +70,10 @@ mod tests {
     #[test]
     fn flags_win_over_the_file() {
         let f = file("name = \"from-file\"\nmax-module-size = \"8MiB\"\n");
-        let flags = Opts { name: Some("from-flag".into()), ..Default::default() };
+        let flags = Opts {
+            name: Some("from-flag".into()),
+            ..Default::default()
+        };
         let merged = load(&flags, Some(f.path())).unwrap();
         assert_eq!(merged.name.as_deref(), Some("from-flag"));
         assert_eq!(merged.max_module_size, Some(Size::mib(8)));

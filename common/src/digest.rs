@@ -50,7 +50,10 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex_part = s.trim().strip_prefix("sha256:").ok_or_else(|| DigestError(s.to_string()))?;
+        let hex_part = s
+            .trim()
+            .strip_prefix("sha256:")
+            .ok_or_else(|| DigestError(s.to_string()))?;
         let bytes = hex::decode(hex_part).map_err(|_| DigestError(s.to_string()))?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| DigestError(s.to_string()))?;
         Ok(Self(arr))

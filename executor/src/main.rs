@@ -1,1 +1,47 @@
-fn main() {}
+//! `executor`: parse flags and config, set up logging, run until Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wasmgrid_executor::Cli;
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("executor: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.print_sample_config {
+        print!("{}", wasmgrid_executor::config::SAMPLE_CONFIG);
+        return Ok(());
+    }
+    let options = wasmgrid_common::config::load(&cli.options, cli.config.as_deref())?;
+    let config = options.resolve()?;
+    wasmgrid_common::logging::init(&config.log_level, config.log_file.as_deref(), config.log_format)?;
+    let listener = wasmgrid_executor::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    let running = wasmgrid_executor::start(config, listener, shutdown.clone()).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    running.join().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

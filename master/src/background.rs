@@ -46,7 +46,9 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(since) = node.leader_since() else { continue };
+        let Some(since) = node.leader_since() else {
+            continue;
+        };
         let now = Instant::now();
         let expired: Vec<(String, u64)> = {
             let sm = node.replica.read();

@@ -174,7 +174,9 @@ impl MasterOptions {
         let advertise_addr = self.advertise_addr.unwrap_or_else(|| master_addr.clone());
         let name = self.name.unwrap_or_else(|| "master".to_string());
         if name.is_empty() || name.contains(['=', ',']) || name.chars().any(char::is_whitespace) {
-            return Err(ConfigError(format!("name `{name}` must be non-empty, without spaces, '=' or ','")));
+            return Err(ConfigError(format!(
+                "name `{name}` must be non-empty, without spaces, '=' or ','"
+            )));
         }
         let initial_cluster = self.initial_cluster.map(|c| c.0).unwrap_or_default();
         let peer_addr = self.peer_urls;
@@ -267,7 +269,10 @@ mod tests {
         .unwrap();
         let text = SAMPLE_CONFIG;
         for key in all.keys() {
-            assert!(table.contains_key(key) || text.contains(&format!("# {key} =")), "sample lacks `{key}`");
+            assert!(
+                table.contains_key(key) || text.contains(&format!("# {key} =")),
+                "sample lacks `{key}`"
+            );
         }
     }
 

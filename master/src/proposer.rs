@@ -48,9 +48,13 @@ impl Proposer {
     pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Proposal { command, reply: Some(reply) })
+            .send(Proposal {
+                command,
+                reply: Some(reply),
+            })
             .map_err(|_| ProposeError::Failed("the master is shutting down".into()))?;
-        rx.await.map_err(|_| ProposeError::Failed("the master is shutting down".into()))?
+        rx.await
+            .map_err(|_| ProposeError::Failed("the master is shutting down".into()))?
     }
 
     /// Proposes `command` without waiting for the outcome.
@@ -62,7 +66,10 @@ impl Proposer {
 fn weight(c: &Command) -> usize {
     match c {
         Command::Submit { tasks, .. } => tasks.iter().map(|t| t.input.len() + 64).sum(),
-        Command::Finish(reports) => reports.iter().map(|r| r.output.output.len() + r.output.stderr.len() + 64).sum(),
+        Command::Finish(reports) => reports
+            .iter()
+            .map(|r| r.output.output.len() + r.output.stderr.len() + 64)
+            .sum(),
         _ => 64,
     }
 }
@@ -77,7 +84,9 @@ fn now_ms() -> i64 {
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let Some(first) = rx.recv().await else { return };
         let mut bytes = weight(&first.command);
         let mut batch = vec![first];
@@ -91,7 +100,10 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
             }
         }
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let entry = Batch { at_ms: now_ms(), commands };
+        let entry = Batch {
+            at_ms: now_ms(),
+            commands,
+        };
         match raft.client_write_ff(entry).await {
             Ok(pending) => {
                 tokio::spawn(async move {
@@ -110,7 +122,10 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     }
 }
 
-fn answer(replies: Vec<Option<oneshot::Sender<Result<Response, ProposeError>>>>, outcome: Result<Vec<Response>, ProposeError>) {
+fn answer(
+    replies: Vec<Option<oneshot::Sender<Result<Response, ProposeError>>>>,
+    outcome: Result<Vec<Response>, ProposeError>,
+) {
     match outcome {
         Ok(responses) => {
             for (reply, response) in replies.into_iter().zip(responses) {

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use wasmgrid_common::Addr;
 use wasmgrid_proto::executor_gateway_server::ExecutorGatewayServer;
 use wasmgrid_proto::master_server::MasterServer;
 use wasmgrid_proto::raft_peer_server::RaftPeerServer;
@@ -54,7 +55,9 @@ impl Listeners {
 }
 
 async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 /// A running master, for callers (tests) that need its parts.
@@ -76,7 +79,23 @@ impl Running {
 }
 
 /// Opens storage, starts Raft and serves until `shutdown` fires.
-pub async fn start(config: MasterConfig, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<Running> {
+pub async fn start(
+    mut config: MasterConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    // Started on port 0, a master advertises the port it got.
+    let api_port = listeners.api.local_addr()?.port();
+    if config.advertise_addr.port() == 0 {
+        config.advertise_addr = Addr::new(config.advertise_addr.host(), api_port);
+    }
+    if config.advertise_peer_addr.port() == 0 {
+        let peer_port = match &listeners.peer {
+            Some(p) => p.local_addr()?.port(),
+            None => api_port,
+        };
+        config.advertise_peer_addr = Addr::new(config.advertise_peer_addr.host(), peer_port);
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let dir = &config.data_dir;
@@ -113,7 +132,17 @@ pub async fn start(config: MasterConfig, listeners: Listeners, shutdown: Cancell
         config
             .initial_cluster
             .iter()
-            .map(|(name, addr)| if *name == me.name { me.clone() } else { Member { name: name.clone(), peer_addr: addr.to_string(), api_addr: String::new() } })
+            .map(|(name, addr)| {
+                if *name == me.name {
+                    me.clone()
+                } else {
+                    Member {
+                        name: name.clone(),
+                        peer_addr: addr.to_string(),
+                        api_addr: String::new(),
+                    }
+                }
+            })
             .collect()
     };
     if !raft.is_initialized().await? {
@@ -134,7 +163,12 @@ pub async fn start(config: MasterConfig, listeners: Listeners, shutdown: Cancell
     tracing::info!(name = %node.config.name, "listening on {api_addr}");
     let mut tasks = Vec::new();
     let peer_on_api = listeners.peer.is_none();
-    tasks.push(tokio::spawn(serve_api(node.clone(), listeners.api, peer_on_api, shutdown.clone())));
+    tasks.push(tokio::spawn(serve_api(
+        node.clone(),
+        listeners.api,
+        peer_on_api,
+        shutdown.clone(),
+    )));
     if let Some(peer) = listeners.peer {
         tracing::info!("peer service listening on {}", peer.local_addr()?);
         tasks.push(tokio::spawn(serve_peer(node.clone(), peer, shutdown.clone())));
@@ -167,7 +201,10 @@ async fn serve_api(node: Arc<Node>, listener: TcpListener, with_peer: bool, shut
         .add_service(gateway)
         .add_optional_service(with_peer.then(|| peer_service(&node)));
     let incoming = TcpListenerStream::new(listener);
-    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
+    if let Err(e) = router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await
+    {
         tracing::error!(error = %e, "api server failed");
     }
 }
@@ -175,7 +212,10 @@ async fn serve_api(node: Arc<Node>, listener: TcpListener, with_peer: bool, shut
 async fn serve_peer(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
     let incoming = TcpListenerStream::new(listener);
     let router = server().add_service(peer_service(&node));
-    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
+    if let Err(e) = router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await
+    {
         tracing::error!(error = %e, "peer server failed");
     }
 }

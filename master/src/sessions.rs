@@ -25,20 +25,23 @@ struct Session {
     id: u64,
     incarnation: u64,
     tx: Outbox,
-    last_seen: Instant,
 }
 
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<HashMap<String, Session>>,
+    /// When each executor incarnation was last heard from, kept after its stream closes so
+    /// the lease runs from the last message, not from the disconnect.
+    seen: Mutex<HashMap<String, SessionInfo>>,
     next_id: AtomicU64,
 }
 
-/// A snapshot of one session for status and lease checks.
+/// When an executor incarnation was last heard from, and whether its stream is open now.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionInfo {
     pub incarnation: u64,
     pub last_seen: Instant,
+    pub connected: bool,
 }
 
 impl Sessions {
@@ -46,11 +49,24 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Opens a session for `name`, replacing (and so closing) any older one. Returns its id.
     pub fn open(&self, name: &str, incarnation: u64, tx: Outbox) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let session = Session { id, incarnation, tx, last_seen: Instant::now() };
+        let now = Instant::now();
+        let session = Session { id, incarnation, tx };
         self.lock().insert(name.to_string(), session);
+        self.seen().insert(
+            name.to_string(),
+            SessionInfo {
+                incarnation,
+                last_seen: now,
+                connected: true,
+            },
+        );
         id
     }
 
@@ -59,31 +75,45 @@ impl Sessions {
         self.lock().get(name).is_some_and(|s| s.id == id)
     }
 
-    pub fn close(&self, name: &str, id: u64) {
+    /// Closes session `id` of `name`; true if it was still the current one.
+    pub fn close(&self, name: &str, id: u64) -> bool {
         let mut map = self.lock();
-        if map.get(name).is_some_and(|s| s.id == id) {
-            map.remove(name);
+        if map.get(name).is_none_or(|s| s.id != id) {
+            return false;
         }
+        map.remove(name);
+        if let Some(seen) = self.seen().get_mut(name) {
+            seen.connected = false;
+        }
+        true
     }
 
     /// Ends every stream, e.g. when this master stops being the leader.
     pub fn close_all(&self, why: &str) {
         let sessions: Vec<Session> = self.lock().drain().map(|(_, s)| s).collect();
+        self.seen().clear();
         for s in sessions {
             let _ = s.tx.try_send(Err(Status::unavailable(why.to_string())));
         }
     }
 
     pub fn touch(&self, name: &str, id: u64) {
-        if let Some(s) = self.lock().get_mut(name) {
-            if s.id == id {
-                s.last_seen = Instant::now();
-            }
-        }
+        let incarnation = match self.lock().get(name) {
+            Some(s) if s.id == id => s.incarnation,
+            _ => return,
+        };
+        self.seen().insert(
+            name.to_string(),
+            SessionInfo {
+                incarnation,
+                last_seen: Instant::now(),
+                connected: true,
+            },
+        );
     }
 
     pub fn info(&self, name: &str) -> Option<SessionInfo> {
-        self.lock().get(name).map(|s| SessionInfo { incarnation: s.incarnation, last_seen: s.last_seen })
+        self.seen().get(name).copied()
     }
 
     pub fn send(&self, name: &str, msg: pb::MasterMessage) {
@@ -93,26 +123,46 @@ impl Sessions {
             None => false,
         };
         if failed {
-            tracing::warn!(executor = name, "executor stream is full or closed; dropping its session");
+            tracing::warn!(
+                executor = name,
+                "executor stream is full or closed; dropping its session"
+            );
             map.remove(name);
+            if let Some(seen) = self.seen().get_mut(name) {
+                seen.connected = false;
+            }
         }
     }
 
     /// Sends what an applied batch asks of executors, one message per kind and executor.
-    pub fn deliver(&self, dispatch: Vec<(Dispatch, Vec<u8>)>, stop: Vec<(String, RunRef)>, acks: Vec<(String, RunRef)>) {
+    pub fn deliver(
+        &self,
+        dispatch: Vec<(Dispatch, Vec<u8>)>,
+        stop: Vec<(String, RunRef)>,
+        acks: Vec<(String, RunRef)>,
+    ) {
         let mut assign: BTreeMap<String, Vec<pb::Assignment>> = BTreeMap::new();
         for (d, input) in dispatch {
             let a = convert::assignment(&d, input);
             assign.entry(d.executor).or_default().push(a);
         }
         for (name, tasks) in assign {
-            self.send(&name, message(pb::master_message::Kind::Assign(pb::Assignments { tasks })));
+            self.send(
+                &name,
+                message(pb::master_message::Kind::Assign(pb::Assignments { tasks })),
+            );
         }
         for (name, runs) in group(stop) {
-            self.send(&name, message(pb::master_message::Kind::Cancel(pb::CancelTasks { tasks: runs })));
+            self.send(
+                &name,
+                message(pb::master_message::Kind::Cancel(pb::CancelTasks { tasks: runs })),
+            );
         }
         for (name, runs) in group(acks) {
-            self.send(&name, message(pb::master_message::Kind::Ack(pb::ResultsAck { tasks: runs })));
+            self.send(
+                &name,
+                message(pb::master_message::Kind::Ack(pb::ResultsAck { tasks: runs })),
+            );
         }
     }
 }
@@ -124,7 +174,10 @@ pub fn message(kind: pb::master_message::Kind) -> pb::MasterMessage {
 fn group(runs: Vec<(String, RunRef)>) -> BTreeMap<String, Vec<pb::RunningTask>> {
     let mut out: BTreeMap<String, Vec<pb::RunningTask>> = BTreeMap::new();
     for (name, r) in runs {
-        out.entry(name).or_default().push(pb::RunningTask { task_id: r.task, attempt: r.attempt });
+        out.entry(name).or_default().push(pb::RunningTask {
+            task_id: r.task,
+            attempt: r.attempt,
+        });
     }
     out
 }

@@ -133,9 +133,7 @@ pub fn busy(n: u32) -> Vec<u8> {
 /// A component exporting `run` with the wrong signature (string -> string).
 pub fn wrong_signature() -> Vec<u8> {
     let wit = "package test:bad; world bad { export run: func(input: string) -> string; }";
-    let wat = format!(
-        r#"(module {PRELUDE} (func (export "run") (param i32 i32) (result i32) (i32.const 16)))"#
-    );
+    let wat = format!(r#"(module {PRELUDE} (func (export "run") (param i32 i32) (result i32) (i32.const 16)))"#);
     component_from_core(&wat, wit, "bad")
 }
 

@@ -62,7 +62,10 @@ impl EpochTicker {
                 engine.increment_epoch();
             }
         })?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

@@ -6,7 +6,6 @@
 //! heartbeats renew its lease and results are proposed in batches; acknowledgements come
 //! back once they are committed, so a result is never lost to a leader change.
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,6 @@ use wasmgrid_proto::executor_gateway_server::ExecutorGateway;
 use wasmgrid_proto::executor_message::Kind;
 
 use crate::convert;
-use crate::error::ApiError;
 use crate::node::Node;
 use crate::sessions::{message, OUTBOX_CAPACITY};
 use crate::state::{Command, RunRef};
@@ -52,7 +50,10 @@ impl ExecutorGateway for GatewayService {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello from the executor"))??;
-        let Some(pb::ExecutorMessage { kind: Some(Kind::Hello(hello)) }) = first else {
+        let Some(pb::ExecutorMessage {
+            kind: Some(Kind::Hello(hello)),
+        }) = first
+        else {
             return Err(Status::invalid_argument("an executor stream must start with hello"));
         };
         if hello.name.is_empty() || hello.slots == 0 {
@@ -66,7 +67,11 @@ impl ExecutorGateway for GatewayService {
     type FetchModuleStream = ChunkStream;
 
     async fn fetch_module(&self, req: Request<pb::FetchModuleRequest>) -> Result<Response<ChunkStream>, Status> {
-        let digest: Digest = req.into_inner().digest.parse().map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let digest: Digest = req
+            .into_inner()
+            .digest
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
         let blobs = self.node.replica.blobs.clone();
         let bytes = tokio::task::spawn_blocking(move || blobs.get(&digest))
             .await
@@ -112,8 +117,20 @@ async fn serve(
         leader: node.config.name.clone(),
     };
     let _ = tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await;
-    if let Err(e) = reconcile(&node, &name, &hello.running) {
-        tracing::warn!(executor = %name, error = %e, "could not reconcile executor");
+    let held: Vec<RunRef> = hello
+        .running
+        .iter()
+        .map(|r| RunRef {
+            task: r.task_id,
+            attempt: r.attempt,
+        })
+        .collect();
+    match node.replica.reconcile(&name, &held) {
+        Ok((0, 0)) => {}
+        Ok((resent, stopped)) => {
+            tracing::info!(executor = %name, resent, stopped, "reconciled executor")
+        }
+        Err(e) => tracing::warn!(executor = %name, error = %e, "could not reconcile executor"),
     }
     let mut check = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -142,39 +159,12 @@ async fn serve(
             break;
         }
     }
-    node.replica.sessions.close(&name, session);
+    if node.replica.sessions.close(&name, session) && node.is_leader() {
+        // No new tasks go there until it is back; its running ones wait out its lease.
+        node.proposer.propose_detached(Command::Disconnected {
+            name: name.clone(),
+            incarnation: hello.incarnation,
+        });
+    }
     tracing::info!(executor = %name, "executor disconnected");
-}
-
-/// Brings a (re)connected executor and the state into agreement; see the module docs.
-fn reconcile(node: &Node, name: &str, held: &[pb::RunningTask]) -> Result<(), ApiError> {
-    let held_set: HashSet<(u64, u32)> = held.iter().map(|r| (r.task_id, r.attempt)).collect();
-    let (missing, stale) = {
-        let sm = node.replica.read();
-        let missing: Vec<_> = sm
-            .executor(name)
-            .map(|e| e.running.iter().filter_map(|id| sm.current_dispatch(*id)).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| !held_set.contains(&(d.task, d.attempt)))
-            .collect();
-        let stale: Vec<_> = held
-            .iter()
-            .filter(|r| {
-                !sm.live_task(r.task_id).is_some_and(|t| t.attempts == r.attempt && t.executor.as_deref() == Some(name))
-            })
-            .map(|r| (name.to_string(), RunRef { task: r.task_id, attempt: r.attempt }))
-            .collect();
-        (missing, stale)
-    };
-    let mut dispatch = Vec::with_capacity(missing.len());
-    for d in missing {
-        let input = node.replica.db.input(d.task)?.unwrap_or_default();
-        dispatch.push((d, input));
-    }
-    if !dispatch.is_empty() || !stale.is_empty() {
-        tracing::info!(executor = name, resent = dispatch.len(), stopped = stale.len(), "reconciled executor");
-    }
-    node.replica.sessions.deliver(dispatch, stale, Vec::new());
-    Ok(())
 }

@@ -34,7 +34,10 @@ impl Master for MasterService {
         Ok(Response::new(modules::upload(&self.node, req.into_inner()).await?))
     }
 
-    async fn list_modules(&self, _: Request<pb::ListModulesRequest>) -> Result<Response<pb::ListModulesResponse>, Status> {
+    async fn list_modules(
+        &self,
+        _: Request<pb::ListModulesRequest>,
+    ) -> Result<Response<pb::ListModulesResponse>, Status> {
         Ok(Response::new(modules::list(&self.node)?))
     }
 

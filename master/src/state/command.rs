@@ -45,6 +45,11 @@ pub enum Command {
         /// How long the executor may stay silent before it is declared lost.
         lease_ms: u64,
     },
+    /// The executor's stream to the leader closed.
+    Disconnected {
+        name: String,
+        incarnation: u64,
+    },
     /// The leader saw no heartbeat from this incarnation for a whole lease.
     ExecutorLost {
         name: String,

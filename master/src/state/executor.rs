@@ -9,6 +9,9 @@ use super::task::TaskId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutorState {
     Alive,
+    /// Its stream to the leader is closed: no new tasks until it reconnects; its running
+    /// tasks stay until its lease runs out.
+    Disconnected,
     /// Finishing its tasks; takes no new ones.
     Draining,
     /// Silent past its lease, or gone; its tasks were moved.
@@ -19,6 +22,7 @@ impl ExecutorState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Alive => "alive",
+            Self::Disconnected => "disconnected",
             Self::Draining => "draining",
             Self::Lost => "lost",
         }
@@ -45,7 +49,8 @@ pub struct ExecutorRecord {
 
 impl ExecutorRecord {
     pub fn free_slots(&self) -> u32 {
-        self.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
+        self.slots
+            .saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
     }
 
     pub fn free_memory(&self) -> u64 {

@@ -48,7 +48,10 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn new() -> Self {
-        Self { next_task_id: 1, ..Default::default() }
+        Self {
+            next_task_id: 1,
+            ..Default::default()
+        }
     }
 
     /// Rebuilds the machine from stored records; derived state (the queue, what runs where)
@@ -60,7 +63,10 @@ impl StateMachine {
         live: impl IntoIterator<Item = TaskRecord>,
         requests: impl IntoIterator<Item = (RequestId, Vec<TaskId>, i64)>,
     ) -> Self {
-        let mut sm = Self { next_task_id: next_task_id.max(1), ..Default::default() };
+        let mut sm = Self {
+            next_task_id: next_task_id.max(1),
+            ..Default::default()
+        };
         sm.modules = modules.into_iter().map(|m| (m.digest, m)).collect();
         sm.executors = executors
             .into_iter()
@@ -106,9 +112,9 @@ impl StateMachine {
     fn apply_one(&mut self, cmd: Command, now: i64, fx: &mut Effects) -> Response {
         match cmd {
             Command::PutModule(meta) => {
-                if !self.modules.contains_key(&meta.digest) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.modules.entry(meta.digest) {
                     fx.modules.push(meta.clone());
-                    self.modules.insert(meta.digest, meta);
+                    slot.insert(meta);
                 }
                 Response::Done
             }
@@ -123,9 +129,32 @@ impl StateMachine {
                 Ok(()) => Response::Done,
                 Err(refusal) => Response::Refused(refusal),
             },
-            Command::Register { name, addr, incarnation, slots, memory, lease_ms } => {
-                let e = Registration { name, addr, incarnation, slots, memory, lease_ms };
+            Command::Register {
+                name,
+                addr,
+                incarnation,
+                slots,
+                memory,
+                lease_ms,
+            } => {
+                let e = Registration {
+                    name,
+                    addr,
+                    incarnation,
+                    slots,
+                    memory,
+                    lease_ms,
+                };
                 self.register(e, now, fx);
+                Response::Done
+            }
+            Command::Disconnected { name, incarnation } => {
+                if let Some(e) = self.executors.get_mut(&name) {
+                    if e.incarnation == incarnation && e.state == ExecutorState::Alive {
+                        e.state = ExecutorState::Disconnected;
+                        fx.executors.insert(name);
+                    }
+                }
                 Response::Done
             }
             Command::ExecutorLost { name, incarnation } => {
@@ -183,7 +212,10 @@ impl StateMachine {
     }
 
     fn finish(&mut self, r: Report, now: i64, fx: &mut Effects) {
-        let run = RunRef { task: r.task, attempt: r.attempt };
+        let run = RunRef {
+            task: r.task,
+            attempt: r.attempt,
+        };
         fx.acks.push((r.executor.clone(), run));
         let current = self.live.get(&r.task).is_some_and(|t| {
             t.state == TaskState::Running && t.attempts == r.attempt && t.executor.as_deref() == Some(&r.executor)
@@ -194,7 +226,9 @@ impl StateMachine {
         }
         self.release(r.task);
         let retry = matches!(&r.failure, Some(f) if f.kind == FailureKind::ExecutorLost);
-        let Some(t) = self.live.get_mut(&r.task) else { return };
+        let Some(t) = self.live.get_mut(&r.task) else {
+            return;
+        };
         if retry && t.attempts < t.spec.max_attempts {
             t.state = TaskState::Pending;
             self.queue.insert((Reverse(t.spec.priority), t.id));
@@ -205,7 +239,11 @@ impl StateMachine {
         t.duration_ms = r.duration_ms;
         t.exit_code = r.exit_code;
         t.stderr_truncated = r.stderr_truncated;
-        let state = if r.failure.is_some() { TaskState::Failed } else { TaskState::Succeeded };
+        let state = if r.failure.is_some() {
+            TaskState::Failed
+        } else {
+            TaskState::Succeeded
+        };
         let error = r.failure;
         fx.outputs.push((r.task, r.output));
         self.finalize(r.task, state, error, now, fx);
@@ -224,7 +262,13 @@ impl StateMachine {
                 self.queue.remove(&(Reverse(t.spec.priority), id));
             }
             (TaskState::Running, Some(executor)) => {
-                fx.stop.push((executor, RunRef { task: id, attempt: t.attempts }));
+                fx.stop.push((
+                    executor,
+                    RunRef {
+                        task: id,
+                        attempt: t.attempts,
+                    },
+                ));
                 self.release(id);
             }
             _ => {}
@@ -235,7 +279,14 @@ impl StateMachine {
     }
 
     fn register(&mut self, r: Registration, now: i64, fx: &mut Effects) {
-        let Registration { name, addr, incarnation, slots, memory, lease_ms } = r;
+        let Registration {
+            name,
+            addr,
+            incarnation,
+            slots,
+            memory,
+            lease_ms,
+        } = r;
         let restarted = self.executors.get(&name).is_some_and(|e| e.incarnation != incarnation);
         if restarted {
             // A new process under an old name: whatever the old one ran is gone.
@@ -267,21 +318,37 @@ impl StateMachine {
 
     /// Moves every task of `name` back to the queue (or fails it when out of attempts).
     fn lose_executor(&mut self, name: &str, now: i64, fx: &mut Effects) {
-        let Some(e) = self.executors.get_mut(name) else { return };
+        let Some(e) = self.executors.get_mut(name) else {
+            return;
+        };
         e.state = ExecutorState::Lost;
         e.memory_reserved = 0;
         let running = std::mem::take(&mut e.running);
         fx.executors.insert(name.to_string());
         for id in running {
-            let Some(t) = self.live.get_mut(&id) else { continue };
-            fx.stop.push((name.to_string(), RunRef { task: id, attempt: t.attempts }));
+            let Some(t) = self.live.get_mut(&id) else {
+                continue;
+            };
+            fx.stop.push((
+                name.to_string(),
+                RunRef {
+                    task: id,
+                    attempt: t.attempts,
+                },
+            ));
             if t.attempts < t.spec.max_attempts {
                 t.state = TaskState::Pending;
                 self.queue.insert((Reverse(t.spec.priority), id));
                 fx.changed.insert(id);
             } else {
                 let message = format!("executor {name} was lost; gave up after {} attempts", t.attempts);
-                self.finalize(id, TaskState::Failed, Some(Failure::new(FailureKind::ExecutorLost, message)), now, fx);
+                self.finalize(
+                    id,
+                    TaskState::Failed,
+                    Some(Failure::new(FailureKind::ExecutorLost, message)),
+                    now,
+                    fx,
+                );
             }
         }
     }

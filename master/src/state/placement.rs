@@ -23,14 +23,21 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
     if sm.queue.is_empty() {
         return;
     }
-    let mut open: Vec<String> = sm.executors.values().filter(|e| e.fits_now(0)).map(|e| e.name.clone()).collect();
+    let mut open: Vec<String> = sm
+        .executors
+        .values()
+        .filter(|e| e.fits_now(0))
+        .map(|e| e.name.clone())
+        .collect();
     let mut placed = Vec::new();
     let mut misfits = 0;
     for &(Reverse(priority), id) in &sm.queue {
         if open.is_empty() || misfits > MISFIT_SCAN_LIMIT {
             break;
         }
-        let Some(task) = sm.live.get(&id) else { continue };
+        let Some(task) = sm.live.get(&id) else {
+            continue;
+        };
         let need = task.spec.limits.memory;
         let best = open
             .iter()
@@ -53,7 +60,9 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
     }
     for (priority, id, executor) in placed {
         sm.queue.remove(&(Reverse(priority), id));
-        let Some(t) = sm.live.get_mut(&id) else { continue };
+        let Some(t) = sm.live.get_mut(&id) else {
+            continue;
+        };
         t.state = TaskState::Running;
         t.attempts += 1;
         t.executor = Some(executor);
@@ -79,7 +88,11 @@ pub(super) fn pending_reason(sm: &StateMachine, t: &TaskRecord) -> String {
     if t.state != TaskState::Pending {
         return String::new();
     }
-    let usable: Vec<&ExecutorRecord> = sm.executors.values().filter(|e| e.state == ExecutorState::Alive).collect();
+    let usable: Vec<&ExecutorRecord> = sm
+        .executors
+        .values()
+        .filter(|e| e.state == ExecutorState::Alive)
+        .collect();
     if usable.is_empty() {
         return "no executor is available".to_string();
     }

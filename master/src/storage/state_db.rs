@@ -101,9 +101,19 @@ impl StateDb {
     }
 
     /// Writes `changes` in one transaction and returns each dispatch with its input bytes.
-    pub fn persist(&self, c: Changes, dispatch: Vec<Dispatch>) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
+    /// With `durable`, the commit is fsynced (and with it every earlier one).
+    pub fn persist(
+        &self,
+        c: Changes,
+        dispatch: Vec<Dispatch>,
+        durable: bool,
+    ) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
         let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None)?;
+        tx.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         let out;
         {
             let mut tasks = tx.open_table(TASKS)?;
@@ -228,11 +238,16 @@ impl StateDb {
     }
 }
 
-fn read_meta<T: DeserializeOwned>(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<T>, StorageError> {
+fn read_meta<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
     table.get(key)?.map(|v| decode(v.value())).transpose()
 }
 
-fn values<K: redb::Key + 'static, T: DeserializeOwned>(table: &impl ReadableTable<K, &'static [u8]>) -> Result<Vec<T>, StorageError> {
+fn values<K: redb::Key + 'static, T: DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+) -> Result<Vec<T>, StorageError> {
     let mut out = Vec::new();
     for row in table.iter()? {
         out.push(decode(row?.1.value())?);

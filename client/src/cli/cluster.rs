@@ -1,0 +1,99 @@
+//! `cluster status`.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::render::print_json;
+use super::Output;
+use crate::Client;
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader and term; executors with their slots in use.
+    Status,
+}
+
+pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow::Result<i32> {
+    let ClusterCommand::Status = cmd;
+    let s = client.cluster_status().await?;
+    match output {
+        Output::Json => {
+            let members: Vec<_> = s
+                .members
+                .iter()
+                .map(|m| {
+                    json!({
+                        "name": m.name, "id": m.id.to_string(), "api_addr": m.api_addr, "peer_addr": m.peer_addr,
+                        "role": m.role, "reachable": m.reachable, "last_log_index": m.last_log_index, "lag": m.lag,
+                    })
+                })
+                .collect();
+            let executors: Vec<_> = s
+                .executors
+                .iter()
+                .map(|e| {
+                    json!({
+                        "name": e.name, "addr": e.addr, "state": e.state, "connected": e.connected,
+                        "slots": e.slots, "slots_in_use": e.slots_in_use,
+                        "memory": e.memory_bytes, "memory_reserved": e.memory_reserved,
+                        "running": e.running.iter().map(u64::to_string).collect::<Vec<_>>(),
+                        "last_heartbeat_ms_ago": (e.last_heartbeat_ms >= 0).then_some(e.last_heartbeat_ms),
+                    })
+                })
+                .collect();
+            print_json(&json!({
+                "leader": (!s.leader.is_empty()).then_some(&s.leader),
+                "term": s.term,
+                "commit_index": s.commit_index,
+                "members": members,
+                "executors": executors,
+                "pending_tasks": s.pending_tasks,
+                "running_tasks": s.running_tasks,
+            }));
+        }
+        Output::Text => {
+            println!(
+                "leader: {}  term: {}  pending: {}  running: {}",
+                or_none(&s.leader),
+                s.term,
+                s.pending_tasks,
+                s.running_tasks
+            );
+            println!("\nMEMBER           ROLE       REACHABLE  LOG     LAG  API               PEER");
+            for m in &s.members {
+                println!(
+                    "{:<16} {:<10} {:<10} {:<7} {:<4} {:<17} {}",
+                    m.name,
+                    m.role,
+                    m.reachable,
+                    m.last_log_index,
+                    m.lag,
+                    or_none(&m.api_addr),
+                    m.peer_addr
+                );
+            }
+            println!("\nEXECUTOR                 STATE     SLOTS   MEMORY (RESERVED/TOTAL)   ADDR");
+            for e in &s.executors {
+                println!(
+                    "{:<24} {:<9} {:>2}/{:<4} {:>10}/{:<13} {}",
+                    e.name,
+                    e.state,
+                    e.slots_in_use,
+                    e.slots,
+                    wasmgrid_common::Size(e.memory_reserved).to_string(),
+                    wasmgrid_common::Size(e.memory_bytes).to_string(),
+                    e.addr
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}

@@ -1,0 +1,72 @@
+//! The `master-client` command line: a thin layer over [`Client`](crate::Client).
+
+mod cluster;
+mod modules;
+mod render;
+mod tasks;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use wasmgrid_common::AddrList;
+
+use crate::Client;
+
+#[derive(Debug, Parser)]
+#[command(name = "master-client", version = wasmgrid_common::VERSION, about = "Upload WebAssembly modules, run tasks and watch a wasmgrid cluster")]
+pub struct Cli {
+    /// The masters, comma-separated; any one will do.
+    #[arg(
+        long,
+        global = true,
+        env = "WASMGRID_MASTER_ADDR",
+        default_value = "127.0.0.1:10240",
+        value_name = "HOST:PORT,..."
+    )]
+    pub master_addr: AddrList,
+    /// How to print results: for people, or one JSON document per command.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload and list modules.
+    #[command(subcommand)]
+    Module(modules::ModuleCommand),
+    /// Submit, inspect, wait for and cancel tasks.
+    #[command(subcommand)]
+    Task(tasks::TaskCommand),
+    /// The state of the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+}
+
+/// Runs the command; the exit code is 0 on success, 1 when a task failed or on any error.
+pub async fn run(cli: Cli) -> i32 {
+    let client = match Client::new(cli.master_addr.0.clone()) {
+        Ok(c) => c,
+        Err(e) => return report(&e.to_string()),
+    };
+    let result = match cli.command {
+        Command::Module(cmd) => modules::run(&client, cmd, cli.output).await,
+        Command::Task(cmd) => tasks::run(&client, cmd, cli.output).await,
+        Command::Cluster(cmd) => cluster::run(&client, cmd, cli.output).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&format!("{e:#}")),
+    }
+}
+
+fn report(message: &str) -> i32 {
+    let line = message.lines().next().unwrap_or("failed");
+    eprintln!("error: {line}");
+    1
+}

@@ -1,0 +1,241 @@
+//! `task submit|get|wait|list|cancel`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use wasmgrid_common::{Digest, Dur, Size};
+use wasmgrid_proto as pb;
+
+use super::modules::upload;
+use super::render::{failure_line, print_json, state, task_json, task_text};
+use super::Output;
+use crate::Client;
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task; prints its id (with --wait, its output).
+    Submit(SubmitArgs),
+    /// Show a task.
+    Get { id: u64 },
+    /// Wait for tasks to finish; prints their output (exit 1 if any failed).
+    Wait {
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// List tasks, optionally in one state.
+    List {
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// At most this many (the oldest first).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Cancel a pending or running task.
+    Cancel { id: u64 },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<StateArg> for pb::TaskState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Pending => Self::Pending,
+            StateArg::Running => Self::Running,
+            StateArg::Succeeded => Self::Succeeded,
+            StateArg::Failed => Self::Failed,
+            StateArg::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A module digest (sha256:...) or a .wasm file, uploaded first.
+    pub module: String,
+    /// The task input, as text.
+    #[arg(long, conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// Read the task input from a file, or from stdin with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub input_file: Option<PathBuf>,
+    /// Fuel budget (about one unit per wasm instruction); default: the executor's.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Memory cap, e.g. 64MiB; default: the master's default-memory.
+    #[arg(long)]
+    pub memory: Option<Size>,
+    /// Wall-clock limit, e.g. 30s; default: the master's default-timeout.
+    #[arg(long)]
+    pub timeout: Option<Dur>,
+    /// Runs allowed when executors are lost under the task.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Higher runs first; FIFO within a priority.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub priority: i32,
+    /// An argument of a command program (repeatable, in order).
+    #[arg(long = "arg", value_name = "VALUE", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// An environment variable of a command program (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Wait for the task and print its output (or its failure, with exit status 1).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::Result<i32> {
+    match cmd {
+        TaskCommand::Submit(args) => submit(client, args, output).await,
+        TaskCommand::Get { id } => {
+            let t = client.get(id).await?;
+            match output {
+                Output::Json => print_json(&task_json(&t)),
+                Output::Text => println!("{}", task_text(&t)),
+            }
+            Ok(0)
+        }
+        TaskCommand::Wait { ids } => {
+            let mut done = Vec::new();
+            client.wait(&ids, |t| done.push(t)).await?;
+            done.sort_by_key(|t| ids.iter().position(|i| *i == t.id));
+            let failed = done.iter().any(|t| t.state() != pb::TaskState::Succeeded);
+            match output {
+                Output::Json if done.len() == 1 => print_json(&task_json(&done[0])),
+                Output::Json => print_json(&done.iter().map(task_json).collect()),
+                Output::Text => {
+                    for t in &done {
+                        print_outcome(t)?;
+                    }
+                }
+            }
+            Ok(i32::from(failed))
+        }
+        TaskCommand::List { state: wanted, limit } => {
+            let tasks = client.list(wanted.map(Into::into), limit).await?;
+            match output {
+                Output::Json => print_json(&tasks.iter().map(task_json).collect()),
+                Output::Text => {
+                    println!(
+                        "{:>8}  {:<10} {:<19} {:>8} {:>9}  {:<20} ERROR",
+                        "ID", "STATE", "MODULE", "ATTEMPTS", "TIME", "EXECUTOR"
+                    );
+                    for t in &tasks {
+                        let error = t.error.as_ref().map(|_| failure_line(t)).unwrap_or_default();
+                        println!(
+                            "{:>8}  {:<10} {:<19} {:>8} {:>7}ms  {:<20} {}",
+                            t.id,
+                            state(t.state()),
+                            short_digest(&t.module),
+                            t.attempts,
+                            t.duration_ms,
+                            t.executor,
+                            error
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        TaskCommand::Cancel { id } => {
+            let t = client.cancel(id).await?;
+            match output {
+                Output::Json => print_json(&task_json(&t)),
+                Output::Text => println!("task {id} {}", state(t.state())),
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Result<i32> {
+    let module = resolve_module(client, &args.module).await?;
+    let input = match (&args.input, &args.input_file) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(p)) if p == Path::new("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read the input from stdin")?;
+            buf
+        }
+        (None, Some(p)) => tokio::fs::read(p)
+            .await
+            .with_context(|| format!("cannot read input file {}", p.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let mut env = Vec::new();
+    for pair in &args.env {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--env {pair:?} is not KEY=VALUE");
+        };
+        env.push(pb::EnvVar {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+    }
+    let spec = pb::TaskSpec {
+        module,
+        input,
+        limits: Some(pb::Limits {
+            fuel: args.fuel.unwrap_or(0),
+            memory_bytes: args.memory.map_or(0, Size::bytes),
+            timeout_ms: args.timeout.map_or(0, Dur::as_millis),
+        }),
+        max_attempts: args.max_attempts.unwrap_or(0),
+        priority: args.priority,
+        args: args.args,
+        env,
+    };
+    let ids = client.submit(vec![spec]).await?;
+    let id = *ids.first().context("the master returned no task id")?;
+    if !args.wait {
+        match output {
+            Output::Json => print_json(&task_json(&client.get(id).await?)),
+            Output::Text => println!("{id}"),
+        }
+        return Ok(0);
+    }
+    let t = client.wait_one(id).await?;
+    match output {
+        Output::Json => print_json(&task_json(&t)),
+        Output::Text => print_outcome(&t)?,
+    }
+    Ok(i32::from(t.state() != pb::TaskState::Succeeded))
+}
+
+/// A digest as given, or a file uploaded first.
+async fn resolve_module(client: &Client, module: &str) -> anyhow::Result<String> {
+    if Digest::looks_like(module) {
+        return Ok(module.to_string());
+    }
+    let path = Path::new(module);
+    if !path.exists() {
+        bail!("module {module:?} is neither a sha256: digest nor an existing .wasm file");
+    }
+    Ok(upload(client, path).await?.digest)
+}
+
+/// The raw output on stdout; a failure on stderr.
+fn print_outcome(t: &pb::Task) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&t.output)?;
+    stdout.flush()?;
+    if t.state() != pb::TaskState::Succeeded {
+        eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
+    }
+    Ok(())
+}
+
+fn short_digest(d: &str) -> String {
+    d.get(..19).unwrap_or(d).to_string()
+}

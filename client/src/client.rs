@@ -1,0 +1,302 @@
+//! [`Client`]: every call of the `Master` API, following the leader.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use wasmgrid_common::Addr;
+use wasmgrid_proto as pb;
+use wasmgrid_proto::master_client::MasterClient;
+use wasmgrid_proto::{LEADER_METADATA, MAX_MESSAGE_SIZE};
+
+use crate::error::ClientError;
+
+/// What one task needs; the rest comes from the masters' defaults.
+pub type TaskSpec = pb::TaskSpec;
+
+pub struct Client {
+    addrs: Vec<Addr>,
+    state: Mutex<State>,
+    deadline: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    /// Index into `addrs`, or a leader address learnt from a follower.
+    current: Option<Addr>,
+    next: usize,
+    channels: Vec<(String, Channel)>,
+}
+
+impl Client {
+    /// A client for the masters at `addrs` (any of them; the leader is found).
+    pub fn new(addrs: Vec<Addr>) -> Result<Self, ClientError> {
+        if addrs.is_empty() {
+            return Err(ClientError::Invalid("no master address given".into()));
+        }
+        Ok(Self {
+            addrs,
+            state: Mutex::new(State::default()),
+            deadline: Duration::from_secs(30),
+        })
+    }
+
+    /// How long a call keeps looking for a leader before it gives up (default 30s).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn target(&self) -> Addr {
+        let mut s = self.lock();
+        if let Some(a) = &s.current {
+            return a.clone();
+        }
+        let a = self.addrs[s.next % self.addrs.len()].clone();
+        s.current = Some(a.clone());
+        a
+    }
+
+    fn channel(&self, addr: &Addr) -> Result<Channel, ClientError> {
+        let url = addr.url();
+        if let Some((_, c)) = self.lock().channels.iter().find(|(u, _)| *u == url) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| ClientError::Invalid(format!("bad master address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        self.lock().channels.push((url, channel.clone()));
+        Ok(channel)
+    }
+
+    fn master(&self, addr: &Addr) -> Result<MasterClient<Channel>, ClientError> {
+        Ok(MasterClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
+    /// Moves to the leader a follower named, or to the next address.
+    fn redirect(&self, status: &Status) {
+        let hint = status
+            .metadata()
+            .get(LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<Addr>().ok());
+        let mut s = self.lock();
+        match hint {
+            Some(h) if s.current.as_ref() != Some(&h) => s.current = Some(h),
+            _ => {
+                s.next = s.next.wrapping_add(1);
+                s.current = None;
+            }
+        }
+    }
+
+    /// Runs `call` against the leader, following redirects and retrying unavailable masters
+    /// until the deadline.
+    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(MasterClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut tried = Vec::new();
+        loop {
+            let addr = self.target();
+            let status = match call(self.master(&addr)?).await {
+                Ok(v) => return Ok(v),
+                Err(s) => s,
+            };
+            if !retryable(&status) {
+                return Err(ClientError::Refused {
+                    code: status.code(),
+                    message: status.message().to_string(),
+                });
+            }
+            if !tried.contains(&addr.to_string()) {
+                tried.push(addr.to_string());
+            }
+            self.redirect(&status);
+            if started.elapsed() > self.deadline {
+                return Err(ClientError::Unavailable {
+                    tried: tried.join(", "),
+                    last: status.message().to_string(),
+                });
+            }
+            // A named leader is tried at once; otherwise back off a little.
+            if status.metadata().get(LEADER_METADATA).is_none() {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+
+    /// Uploads a module (in chunks); `progress` hears the bytes sent so far.
+    pub async fn upload_module(
+        &self,
+        bytes: &[u8],
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<pb::Module, ClientError> {
+        self.call(|mut c| {
+            let progress = progress.clone();
+            let chunks: Vec<pb::UploadModuleRequest> = upload_messages(bytes);
+            let mut sent = 0u64;
+            let stream = tokio_stream::iter(chunks).map(move |m| {
+                if let Some(pb::upload_module_request::Part::Chunk(c)) = &m.part {
+                    sent += c.len() as u64;
+                    progress(sent);
+                }
+                m
+            });
+            async move { c.upload_module(stream).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list_modules(&self) -> Result<Vec<pb::Module>, ClientError> {
+        self.call(|mut c| async move {
+            c.list_modules(pb::ListModulesRequest {})
+                .await
+                .map(|r| r.into_inner().modules)
+        })
+        .await
+    }
+
+    /// Submits tasks in one batch; returns their ids in order. Safe to retry.
+    pub async fn submit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<u64>, ClientError> {
+        let request = pb::SubmitTasksRequest {
+            tasks,
+            request_id: rand::random::<[u8; 16]>().to_vec(),
+        };
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.submit_tasks(request).await.map(|r| r.into_inner().ids) }
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: u64) -> Result<pb::Task, ClientError> {
+        self.call(|mut c| async move { c.get_task(pb::GetTaskRequest { id }).await.map(|r| r.into_inner()) })
+            .await
+    }
+
+    pub async fn cancel(&self, id: u64) -> Result<pb::Task, ClientError> {
+        self.call(|mut c| async move {
+            c.cancel_task(pb::CancelTaskRequest { id })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Every task (optionally in one state), page by page.
+    pub async fn list(&self, state: Option<pb::TaskState>, limit: Option<usize>) -> Result<Vec<pb::Task>, ClientError> {
+        let mut all = Vec::new();
+        let mut after_id = 0;
+        loop {
+            let want = limit.map_or(0, |l| l.saturating_sub(all.len()));
+            let request = pb::ListTasksRequest {
+                state: state.map(|s| s as i32),
+                after_id,
+                limit: u32::try_from(want).unwrap_or(u32::MAX),
+            };
+            let page = self
+                .call(|mut c| async move { c.list_tasks(request).await.map(|r| r.into_inner()) })
+                .await?;
+            after_id = page.tasks.last().map_or(after_id, |t| t.id);
+            all.extend(page.tasks);
+            let full = limit.is_some_and(|l| all.len() >= l);
+            if !page.more || full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Waits until every task of `ids` has finished, calling `each` as each one does (in
+    /// the order they finish). Survives leader changes.
+    pub async fn wait(&self, ids: &[u64], mut each: impl FnMut(pb::Task)) -> Result<(), ClientError> {
+        let mut remaining: Vec<u64> = ids.to_vec();
+        remaining.sort_unstable();
+        remaining.dedup();
+        while !remaining.is_empty() {
+            let request = pb::WaitTasksRequest { ids: remaining.clone() };
+            let mut stream = self
+                .call(|mut c| {
+                    let request = request.clone();
+                    async move { c.wait_tasks(request).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            loop {
+                match stream.message().await {
+                    Ok(Some(task)) => {
+                        remaining.retain(|id| *id != task.id);
+                        each(task);
+                    }
+                    Ok(None) => break,
+                    Err(status) if retryable(&status) => {
+                        self.redirect(&status);
+                        break;
+                    }
+                    Err(status) => {
+                        return Err(ClientError::Refused {
+                            code: status.code(),
+                            message: status.message().to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for one task and returns its final record.
+    pub async fn wait_one(&self, id: u64) -> Result<pb::Task, ClientError> {
+        let mut found = None;
+        self.wait(&[id], |t| found = Some(t)).await?;
+        found.ok_or_else(|| ClientError::Invalid(format!("task {id} finished without a record")))
+    }
+
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
+        self.call(|mut c| async move {
+            c.cluster_status(pb::ClusterStatusRequest {})
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+}
+
+/// Unavailable means "not the leader" or "not reachable": another master may answer.
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable)
+        || (status.code() == Code::Unknown && status.message().contains("transport"))
+}
+
+fn upload_messages(bytes: &[u8]) -> Vec<pb::UploadModuleRequest> {
+    use pb::upload_module_request::Part;
+    let mut msgs = vec![pb::UploadModuleRequest {
+        part: Some(Part::Header(pb::UploadHeader {
+            size: bytes.len() as u64,
+        })),
+    }];
+    msgs.extend(
+        bytes
+            .chunks(wasmgrid_proto::CHUNK_SIZE)
+            .map(|c| pb::UploadModuleRequest {
+                part: Some(Part::Chunk(c.to_vec())),
+            }),
+    );
+    msgs
+}

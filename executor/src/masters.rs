@@ -1,0 +1,115 @@
+//! The masters this executor knows, and how it reaches them: the leader first when a
+//! follower has named it, otherwise each address of `--join` in turn.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+use wasmgrid_common::Addr;
+use wasmgrid_proto::executor_gateway_client::ExecutorGatewayClient;
+use wasmgrid_proto::{FetchModuleRequest, LEADER_METADATA, MAX_MESSAGE_SIZE};
+
+pub struct Masters {
+    addrs: Vec<Addr>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    hint: Option<Addr>,
+    next: usize,
+    channels: HashMap<String, Channel>,
+}
+
+impl Masters {
+    pub fn new(addrs: Vec<Addr>) -> Self {
+        Self {
+            addrs,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next master to try: the named leader if a follower told us, else round robin.
+    pub fn next(&self) -> Addr {
+        let mut s = self.lock();
+        if let Some(hint) = s.hint.take() {
+            return hint;
+        }
+        let addr = self.addrs[s.next % self.addrs.len()].clone();
+        s.next = s.next.wrapping_add(1);
+        addr
+    }
+
+    /// Remembers the leader named in a follower's refusal.
+    pub fn learn_leader(&self, status: &Status) -> bool {
+        let hint = status
+            .metadata()
+            .get(LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<Addr>().ok());
+        let found = hint.is_some();
+        if let Some(h) = hint {
+            self.lock().hint = Some(h);
+        }
+        found
+    }
+
+    /// A (lazily connected) channel to `addr`, reused across calls.
+    pub fn channel(&self, addr: &Addr) -> Result<Channel, String> {
+        let key = addr.url();
+        if let Some(c) = self.lock().channels.get(&key) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(key.clone())
+            .map_err(|e| format!("bad master address {addr}: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        self.lock().channels.insert(key, channel.clone());
+        Ok(channel)
+    }
+
+    pub fn gateway(&self, addr: &Addr) -> Result<ExecutorGatewayClient<Channel>, String> {
+        Ok(ExecutorGatewayClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
+    /// Fetches a module's bytes from whichever master has them.
+    pub async fn fetch_module(&self, digest: &str) -> Result<Vec<u8>, String> {
+        let mut last_error = String::from("no master to fetch from");
+        for addr in &self.addrs {
+            match self.fetch_from(addr, digest).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => last_error = format!("{addr}: {e}"),
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn fetch_from(&self, addr: &Addr, digest: &str) -> Result<Vec<u8>, String> {
+        let mut client = self.gateway(addr)?;
+        let request = FetchModuleRequest {
+            digest: digest.to_string(),
+        };
+        let mut stream = client
+            .fetch_module(request)
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(|s| s.message().to_string())? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,190 @@
+//! The module cache: each module is fetched once by digest (and checked against it), kept
+//! under `modules/`, compiled once and kept under `compiled/` keyed by the engine's
+//! compatibility hash, so a restart loads it without recompiling. Linked programs stay in
+//! memory; concurrent requests for the same module share one load.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+use wasmgrid_common::Digest;
+use wasmtime::component::Component;
+use wasmtime::Module;
+
+use crate::masters::Masters;
+use crate::sandbox::{Compiled, Kind, Program, Sandbox};
+
+/// Why a module could not be made ready to run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModuleError {
+    /// Could not get the bytes: the run may succeed on another executor.
+    #[error("cannot fetch module {0}: {1}")]
+    Fetch(String, String),
+    #[error("module {0} cannot run here: {1}")]
+    Invalid(String, String),
+}
+
+type Slot = Arc<OnceCell<Arc<dyn Program>>>;
+
+pub struct ModuleCache {
+    sandbox: Arc<Sandbox>,
+    sources: PathBuf,
+    compiled: PathBuf,
+    engine_tag: String,
+    loaded: Mutex<HashMap<(Digest, Kind), Slot>>,
+}
+
+impl ModuleCache {
+    pub fn open(sandbox: Arc<Sandbox>, data_dir: &Path) -> std::io::Result<Self> {
+        let sources = data_dir.join("modules");
+        let compiled = data_dir.join("compiled");
+        std::fs::create_dir_all(&sources)?;
+        std::fs::create_dir_all(&compiled)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sandbox.engine().precompile_compatibility_hash().hash(&mut h);
+        let engine_tag = format!("{:016x}", h.finish());
+        Ok(Self {
+            sandbox,
+            sources,
+            compiled,
+            engine_tag,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.loaded.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The program for `digest`, fetching and compiling it the first time.
+    pub async fn get(&self, digest: &str, kind: Kind, masters: &Masters) -> Result<Arc<dyn Program>, ModuleError> {
+        let parsed: Digest = digest
+            .parse()
+            .map_err(|e| ModuleError::Invalid(digest.to_string(), format!("{e}")))?;
+        let slot = {
+            let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry((parsed, kind)).or_default().clone()
+        };
+        let result = slot.get_or_try_init(|| self.load(parsed, kind, masters)).await.cloned();
+        if result.is_err() {
+            // Let the next run try again (a master may come back, a disk may free up).
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(parsed, kind));
+        }
+        result
+    }
+
+    async fn load(&self, digest: Digest, kind: Kind, masters: &Masters) -> Result<Arc<dyn Program>, ModuleError> {
+        let name = digest.to_string();
+        let invalid = |e: String| ModuleError::Invalid(name.clone(), e);
+        if let Some(compiled) = self.load_compiled(&digest).await {
+            return self
+                .sandbox
+                .link(kind, &compiled)
+                .map_err(|e| invalid(format!("{e:#}")));
+        }
+        let source = self.sources.join(format!("{}.wasm", digest.hex()));
+        let bytes = match tokio::fs::read(&source).await {
+            Ok(b) if Digest::of(&b) == digest => b,
+            _ => {
+                let bytes = masters
+                    .fetch_module(&name)
+                    .await
+                    .map_err(|e| ModuleError::Fetch(name.clone(), e))?;
+                if Digest::of(&bytes) != digest {
+                    return Err(ModuleError::Fetch(
+                        name.clone(),
+                        "the bytes received do not match the digest".into(),
+                    ));
+                }
+                if let Err(e) = write_atomically(&source, &bytes).await {
+                    tracing::warn!(module = %name, error = %e, "cannot cache module");
+                }
+                bytes
+            }
+        };
+        let sandbox = self.sandbox.clone();
+        let started = std::time::Instant::now();
+        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&bytes))
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        tracing::info!(module = %name, ms = started.elapsed().as_millis(), "compiled module");
+        let serialized = match &compiled {
+            Compiled::Component(c) => c.serialize(),
+            Compiled::Module(m) => m.serialize(),
+        };
+        match serialized {
+            Ok(bytes) => {
+                if let Err(e) = write_atomically(&self.compiled_path(&digest, &compiled), &bytes).await {
+                    tracing::warn!(module = %name, error = %e, "cannot cache compiled module");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(module = %name, error = %e, "cannot serialize compiled module")
+            }
+        }
+        self.sandbox
+            .link(kind, &compiled)
+            .map_err(|e| invalid(format!("{e:#}")))
+    }
+
+    fn compiled_path(&self, digest: &Digest, compiled: &Compiled) -> PathBuf {
+        let form = match compiled {
+            Compiled::Component(_) => "component",
+            Compiled::Module(_) => "module",
+        };
+        self.compiled
+            .join(format!("{}.{}.{form}.cwasm", digest.hex(), self.engine_tag))
+    }
+
+    /// A previously compiled artefact of this engine, if one is on disk and loads.
+    async fn load_compiled(&self, digest: &Digest) -> Option<Compiled> {
+        let base = format!("{}.{}", digest.hex(), self.engine_tag);
+        for form in ["component", "module"] {
+            let path = self.compiled.join(format!("{base}.{form}.cwasm"));
+            if !path.is_file() {
+                continue;
+            }
+            let engine = self.sandbox.engine().clone();
+            let loaded = tokio::task::spawn_blocking(move || deserialize(&engine, &path, form))
+                .await
+                .ok()?;
+            match loaded {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    tracing::warn!(module = %digest, error = %e, "ignoring unusable compiled artefact")
+                }
+            }
+        }
+        None
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &wasmtime::Engine, path: &Path, form: &str) -> wasmtime::Result<Compiled> {
+    // SAFETY: these files are written only by `ModuleCache::load` from `serialize()` of this
+    // engine's own compilation, into the executor's private data dir, and their names carry
+    // the engine's compatibility hash; wasmtime also checks the artefact's header.
+    unsafe {
+        if form == "component" {
+            Component::deserialize_file(engine, path).map(Compiled::Component)
+        } else {
+            Module::deserialize_file(engine, path).map(Compiled::Module)
+        }
+    }
+}
+
+async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await
+}

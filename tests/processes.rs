@@ -1,0 +1,116 @@
+//! The real binaries as processes, for what only a crash can show.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmgrid_client::proto as pb;
+use wasmgrid_client::Client;
+use wasmgrid_tests::guests;
+use wasmgrid_tests::process::Proc;
+
+fn master(dir: &std::path::Path, port: u16) -> Proc {
+    let args = vec![
+        "--master-addr".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        dir.join("master").display().to_string(),
+    ];
+    Proc::start("master", &args, &dir.join("master.log"))
+}
+
+fn executor(dir: &std::path::Path, master: &Proc) -> Proc {
+    let args = vec![
+        "--join".into(),
+        format!("http://{}", master.addr.host_port()),
+        "--worker-addr".into(),
+        "127.0.0.1:0".into(),
+        "--name".into(),
+        "exec-1".into(),
+        "--data-dir".into(),
+        dir.join("executor").display().to_string(),
+        "--slots".into(),
+        "2".into(),
+    ];
+    Proc::start("executor", &args, &dir.join("executor.log"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_master_restarts_with_everything_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = master(dir.path(), 0);
+    let port = m.addr.port();
+    let client = Client::new(vec![m.addr.clone()])
+        .unwrap()
+        .with_deadline(Duration::from_secs(30));
+    let echo = client
+        .upload_module(&guests::reverse(), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let fail = client.upload_module(&guests::fail(), Arc::new(|_| {})).await.unwrap();
+
+    // Results recorded before the crash.
+    let mut e = executor(dir.path(), &m);
+    let spec = |module: &str, input: &str| pb::TaskSpec {
+        module: module.into(),
+        input: input.into(),
+        ..Default::default()
+    };
+    let done = client
+        .submit(vec![spec(&echo.digest, "abc"), spec(&fail.digest, "")])
+        .await
+        .unwrap();
+    client.wait(&done, |_| {}).await.unwrap();
+    e.kill();
+    wait_until(|| async {
+        let status = client.cluster_status().await.unwrap();
+        status
+            .executors
+            .iter()
+            .all(|e| !e.connected && e.state == "disconnected")
+    })
+    .await;
+
+    // A task acknowledged while no executor is connected.
+    let pending = client
+        .submit(vec![spec(&echo.digest, "after the crash")])
+        .await
+        .unwrap()[0];
+    m.kill();
+
+    let m = master(dir.path(), port);
+    let modules = client.list_modules().await.unwrap();
+    assert_eq!(modules.len(), 2);
+    let first = client.get(done[0]).await.unwrap();
+    assert_eq!(
+        (first.state(), first.output.as_slice()),
+        (pb::TaskState::Succeeded, &b"cba"[..])
+    );
+    let second = client.get(done[1]).await.unwrap();
+    assert_eq!(second.error.unwrap().kind(), pb::FailureKind::TaskError);
+    assert_eq!(client.get(pending).await.unwrap().state(), pb::TaskState::Pending);
+    assert_eq!(client.list(None, None).await.unwrap().len(), 3);
+
+    // It runs once an executor joins.
+    let _e = executor(dir.path(), &m);
+    let t = client.wait_one(pending).await.unwrap();
+    assert_eq!(
+        (t.state(), t.output.as_slice()),
+        (pb::TaskState::Succeeded, &b"hsarc eht retfa"[..])
+    );
+    assert_eq!(t.attempts, 1);
+}
+
+async fn wait_until<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached in 6s");
+}

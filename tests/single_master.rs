@@ -1,0 +1,231 @@
+//! One master and executors in this process: the task life cycle end to end, over real gRPC,
+//! real redb files and real wasmtime.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmgrid_client::proto as pb;
+use wasmgrid_client::{Client, ClientError};
+use wasmgrid_tests::{guests, Cluster};
+
+fn spec(module: &str, input: &[u8]) -> pb::TaskSpec {
+    pb::TaskSpec {
+        module: module.to_string(),
+        input: input.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn with_limits(mut s: pb::TaskSpec, fuel: u64, memory: u64, timeout_ms: u64) -> pb::TaskSpec {
+    s.limits = Some(pb::Limits {
+        fuel,
+        memory_bytes: memory,
+        timeout_ms,
+    });
+    s
+}
+
+async fn upload(client: &Client, bytes: &[u8]) -> Result<pb::Module, ClientError> {
+    client.upload_module(bytes, Arc::new(|_| {})).await
+}
+
+async fn run(client: &Client, s: pb::TaskSpec) -> pb::Task {
+    let id = client.submit(vec![s]).await.unwrap()[0];
+    client.wait_one(id).await.unwrap()
+}
+
+fn kind(t: &pb::Task) -> pb::FailureKind {
+    t.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_submit_wait_and_dedup() {
+    let cluster = Cluster::start(1).await;
+    let client = cluster.client();
+    let module = upload(&client, &guests::reverse()).await.unwrap();
+    assert_eq!(module.kind(), pb::ModuleKind::Component);
+    let again = upload(&client, &guests::reverse()).await.unwrap();
+    assert_eq!(again.digest, module.digest);
+    assert_eq!(client.list_modules().await.unwrap().len(), 1);
+    let blobs = std::fs::read_dir(cluster.master.dir.join("blobs")).unwrap().count();
+    assert_eq!(blobs, 1, "the same bytes are stored once");
+
+    let t = run(&client, spec(&module.digest, b"wasmgrid")).await;
+    assert_eq!(t.state(), pb::TaskState::Succeeded, "{t:?}");
+    assert_eq!(t.output, b"dirgmsaw");
+    assert_eq!(t.attempts, 1);
+    assert_eq!(t.executor, "executor-0");
+    assert!(t.fuel_consumed > 0);
+
+    // A batch in one call, all in order.
+    let inputs: Vec<Vec<u8>> = (0..50).map(|i| format!("task-{i}").into_bytes()).collect();
+    let ids = client
+        .submit(inputs.iter().map(|i| spec(&module.digest, i)).collect())
+        .await
+        .unwrap();
+    let mut outputs = std::collections::HashMap::new();
+    client
+        .wait(&ids, |t| {
+            outputs.insert(t.id, t.output);
+        })
+        .await
+        .unwrap();
+    for (id, input) in ids.iter().zip(&inputs) {
+        let mut expected = input.clone();
+        expected.reverse();
+        assert_eq!(outputs[id], expected);
+    }
+    let listed = client.list(Some(pb::TaskState::Succeeded), None).await.unwrap();
+    assert_eq!(listed.len(), 51);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_uploads_are_refused_with_a_reason() {
+    let cluster = Cluster::start_with(0, |o| o.max_module_size = Some(wasmgrid_common::Size(200_000)), |_| {}).await;
+    let client = cluster.client();
+    let echo = guests::echo();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "random bytes",
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            "not a WebAssembly binary",
+        ),
+        ("truncated", echo[..echo.len() / 2].to_vec(), "not valid WebAssembly"),
+        ("core module without _start", guests::core_without_start(), "_start"),
+        ("wrong run signature", guests::wrong_signature(), "wrong signature"),
+        ("empty", Vec::new(), "empty"),
+        ("too large", vec![0u8; 300_000], "max-module-size"),
+    ];
+    for (what, bytes, expected) in cases {
+        let err = upload(&client, &bytes).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic_code_invalid()), "{what}: {err}");
+        assert!(err.to_string().contains(expected), "{what}: {err}");
+    }
+    assert!(client.list_modules().await.unwrap().is_empty());
+    // The master still serves.
+    assert!(upload(&client, &echo).await.is_ok());
+    cluster.stop().await;
+}
+
+fn tonic_code_invalid() -> tonic::Code {
+    tonic::Code::InvalidArgument
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_are_classified_and_the_executor_keeps_serving() {
+    let cluster = Cluster::start(1).await;
+    let client = cluster.client();
+    let digest = |bytes: Vec<u8>| {
+        let client = &client;
+        async move { upload(client, &bytes).await.unwrap().digest }
+    };
+    const MIB: u64 = 1024 * 1024;
+
+    let t = run(&client, spec(&digest(guests::fail()).await, b"")).await;
+    assert_eq!(
+        (t.state(), kind(&t)),
+        (pb::TaskState::Failed, pb::FailureKind::TaskError)
+    );
+    assert_eq!(t.error.unwrap().message, "the input was rejected");
+
+    let spin = digest(guests::spin()).await;
+    let t = run(&client, with_limits(spec(&spin, b""), 1_000_000, 0, 0)).await;
+    assert_eq!(kind(&t), pb::FailureKind::OutOfFuel);
+
+    let started = Instant::now();
+    let t = run(&client, with_limits(spec(&spin, b""), u64::MAX / 2, 0, 2_000)).await;
+    assert_eq!(kind(&t), pb::FailureKind::Timeout);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "timeout took {took:?}"
+    );
+
+    let t = run(
+        &client,
+        with_limits(spec(&digest(guests::hog()).await, b""), 0, 32 * MIB, 0),
+    )
+    .await;
+    assert_eq!(kind(&t), pb::FailureKind::MemoryLimit, "{:?}", t.error);
+
+    let t = run(&client, spec(&digest(guests::trap()).await, b"")).await;
+    assert_eq!(kind(&t), pb::FailureKind::Trap);
+    let t = run(&client, spec(&digest(guests::recurse()).await, b"")).await;
+    assert_eq!(kind(&t), pb::FailureKind::Trap);
+    assert!(t.error.unwrap().message.contains("stack overflow"));
+
+    let t = run(&client, spec(&digest(guests::echo()).await, b"still here")).await;
+    assert_eq!(
+        (t.state(), t.output.as_slice()),
+        (pb::TaskState::Succeeded, &b"still here"[..])
+    );
+    assert_eq!(t.executor, "executor-0");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_pending_and_running_tasks() {
+    let cluster = Cluster::start(0).await;
+    let client = cluster.client();
+    let spin = upload(&client, &guests::spin()).await.unwrap().digest;
+
+    // Pending: no executor yet.
+    let id = client.submit(vec![spec(&spin, b"")]).await.unwrap()[0];
+    assert_eq!(client.get(id).await.unwrap().state(), pb::TaskState::Pending);
+    let t = client.cancel(id).await.unwrap();
+    assert_eq!(
+        (t.state(), kind(&t)),
+        (pb::TaskState::Cancelled, pb::FailureKind::Cancelled)
+    );
+    let err = client.cancel(id).await.unwrap_err();
+    assert!(err.to_string().contains("already finished"), "{err}");
+    assert!(client
+        .cancel(999_999)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("not found"));
+
+    // Running: it stops on the executor and frees the slot.
+    let executor = wasmgrid_tests::TestExecutor::start(
+        std::slice::from_ref(&cluster.master.addr),
+        &cluster.dir.path().join("e"),
+        |o| {
+            o.slots = Some(1);
+        },
+    )
+    .await;
+    cluster.wait_executors(1).await;
+    let echo = upload(&client, &guests::echo()).await.unwrap().digest;
+    run(&client, spec(&echo, b"warm up the module cache")).await;
+    let id = client
+        .submit(vec![with_limits(spec(&spin, b""), u64::MAX / 2, 0, 600_000)])
+        .await
+        .unwrap()[0];
+    wait_state(&client, id, pb::TaskState::Running).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The next task waits for the executor's only slot, so it finishes only once the
+    // cancelled run has really stopped there.
+    let next = client.submit(vec![spec(&echo, b"slot is free")]).await.unwrap()[0];
+    let started = Instant::now();
+    client.cancel(id).await.unwrap();
+    let next = client.wait_one(next).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(next.output, b"slot is free");
+    println!("cancel to next task done on the freed slot: {took:?}");
+    assert!(took < Duration::from_secs(1), "slot freed after {took:?}");
+    executor.stop().await;
+    cluster.stop().await;
+}
+
+async fn wait_state(client: &Client, id: u64, state: pb::TaskState) {
+    for _ in 0..200 {
+        if client.get(id).await.unwrap().state() == state {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("task {id} never reached {state:?}");
+}

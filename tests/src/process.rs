@@ -1,0 +1,100 @@
+//! The real binaries as child processes: start them on port 0, read the bound address from
+//! their log, kill them with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wasmgrid_common::Addr;
+
+/// Path of a workspace binary built in the same profile as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (make unit_test does: cargo build --release --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub addr: Addr,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `name` with `args`, logging to `log`, and waits for `listening on`.
+    pub fn start(name: &str, args: &[String], log: &Path) -> Self {
+        let mut child = Command::new(bin(name))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        let log_path = log.to_path_buf();
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .ok();
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+                if !sent {
+                    if let Some(addr) = line.split("listening on ").nth(1) {
+                        let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().unwrap_or_else(|e| panic!("bad address {a}: {e}")),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{name} did not start; see {}", log.display());
+            }
+        };
+        Self {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) takes plain integers and has no memory-safety preconditions.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
