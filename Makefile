@@ -1,35 +1,35 @@
 # wasmgrid: the habits of the system we started from, on cargo.
 #
-#   make               build ./bin/master, ./bin/executor, ./bin/master-client
+#   make               build ./bin/master, ./bin/executor, ./bin/master-client, ./bin/componentize
 #   make unit_test     run every test (the command CI runs)
 #   make dev           fmt, clippy and tests
 #   make tools_setup   install the guest toolchain (clang, wasi-libc)
 #   make examples      build the example tasks into examples/tasks/build/
 #   make demo          a local master + executor running every example
-#   make bench         the benchmark table (bench/RESULTS.md)
 #
-# Everything uses the release profile, so tests, demo, benchmark and ./bin share one build.
+# The tests, the examples' tooling and the demo share the dev profile, so CI compiles the
+# dependencies once (a release build of wasmtime and tonic takes about 15 minutes on 2 cores);
+# ./bin is optimized.
 
 CARGO ?= cargo
-PROFILE := --release
-BINS := master executor master-client
+BINS := master executor master-client componentize
 
-.PHONY: all build unit_test test dev fmt clippy tools_setup examples demo bench clean
+.PHONY: all build unit_test test dev fmt clippy tools_setup examples demo clean
 
 all: build
 
 build:
-	$(CARGO) build $(PROFILE) --bins
+	$(CARGO) build --release --bins
 	@mkdir -p bin
 	@for b in $(BINS); do cp target/release/$$b bin/$$b; done
 	@echo "built: $(addprefix bin/,$(BINS))"
 
 unit_test:
-	$(CARGO) build $(PROFILE) --bins
+	$(CARGO) build --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run $(PROFILE) --workspace; \
+		$(CARGO) nextest run --workspace; \
 	else \
-		$(CARGO) test $(PROFILE) --workspace; \
+		$(CARGO) test --workspace; \
 	fi
 
 test: unit_test
@@ -41,6 +41,16 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 dev: fmt clippy unit_test
+
+tools_setup:
+	@bash scripts/tools_setup.sh
+
+examples: tools_setup
+	@bash scripts/build_examples.sh
+
+demo:
+	$(CARGO) build --bins
+	target/debug/demo
 
 clean:
 	$(CARGO) clean

@@ -40,52 +40,32 @@ async fn a_killed_master_restarts_with_everything_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = master(dir.path(), 0);
     let port = m.addr.port();
-    let client = Client::new(vec![m.addr.clone()])
-        .unwrap()
-        .with_deadline(Duration::from_secs(30));
-    let echo = client
-        .upload_module(&guests::reverse(), Arc::new(|_| {}))
-        .await
-        .unwrap();
+    let client = Client::new(vec![m.addr.clone()]).unwrap().with_deadline(Duration::from_secs(30));
+    let echo = client.upload_module(&guests::reverse(), Arc::new(|_| {})).await.unwrap();
     let fail = client.upload_module(&guests::fail(), Arc::new(|_| {})).await.unwrap();
 
     // Results recorded before the crash.
     let mut e = executor(dir.path(), &m);
-    let spec = |module: &str, input: &str| pb::TaskSpec {
-        module: module.into(),
-        input: input.into(),
-        ..Default::default()
-    };
-    let done = client
-        .submit(vec![spec(&echo.digest, "abc"), spec(&fail.digest, "")])
-        .await
-        .unwrap();
+    let spec =
+        |module: &str, input: &str| pb::TaskSpec { module: module.into(), input: input.into(), ..Default::default() };
+    let done = client.submit(vec![spec(&echo.digest, "abc"), spec(&fail.digest, "")]).await.unwrap();
     client.wait(&done, |_| {}).await.unwrap();
     e.kill();
     wait_until(|| async {
         let status = client.cluster_status().await.unwrap();
-        status
-            .executors
-            .iter()
-            .all(|e| !e.connected && e.state == "disconnected")
+        status.executors.iter().all(|e| !e.connected && e.state == "disconnected")
     })
     .await;
 
     // A task acknowledged while no executor is connected.
-    let pending = client
-        .submit(vec![spec(&echo.digest, "after the crash")])
-        .await
-        .unwrap()[0];
+    let pending = client.submit(vec![spec(&echo.digest, "after the crash")]).await.unwrap()[0];
     m.kill();
 
     let m = master(dir.path(), port);
     let modules = client.list_modules().await.unwrap();
     assert_eq!(modules.len(), 2);
     let first = client.get(done[0]).await.unwrap();
-    assert_eq!(
-        (first.state(), first.output.as_slice()),
-        (pb::TaskState::Succeeded, &b"cba"[..])
-    );
+    assert_eq!((first.state(), first.output.as_slice()), (pb::TaskState::Succeeded, &b"cba"[..]));
     let second = client.get(done[1]).await.unwrap();
     assert_eq!(second.error.unwrap().kind(), pb::FailureKind::TaskError);
     assert_eq!(client.get(pending).await.unwrap().state(), pb::TaskState::Pending);
@@ -94,10 +74,7 @@ async fn a_killed_master_restarts_with_everything_it_acknowledged() {
     // It runs once an executor joins.
     let _e = executor(dir.path(), &m);
     let t = client.wait_one(pending).await.unwrap();
-    assert_eq!(
-        (t.state(), t.output.as_slice()),
-        (pb::TaskState::Succeeded, &b"hsarc eht retfa"[..])
-    );
+    assert_eq!((t.state(), t.output.as_slice()), (pb::TaskState::Succeeded, &b"hsarc eht retfa"[..]));
     assert_eq!(t.attempts, 1);
 }
 

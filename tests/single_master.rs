@@ -10,19 +10,11 @@ use wasmgrid_client::{Client, ClientError};
 use wasmgrid_tests::{guests, Cluster};
 
 fn spec(module: &str, input: &[u8]) -> pb::TaskSpec {
-    pb::TaskSpec {
-        module: module.to_string(),
-        input: input.to_vec(),
-        ..Default::default()
-    }
+    pb::TaskSpec { module: module.to_string(), input: input.to_vec(), ..Default::default() }
 }
 
 fn with_limits(mut s: pb::TaskSpec, fuel: u64, memory: u64, timeout_ms: u64) -> pb::TaskSpec {
-    s.limits = Some(pb::Limits {
-        fuel,
-        memory_bytes: memory,
-        timeout_ms,
-    });
+    s.limits = Some(pb::Limits { fuel, memory_bytes: memory, timeout_ms });
     s
 }
 
@@ -60,10 +52,7 @@ async fn upload_submit_wait_and_dedup() {
 
     // A batch in one call, all in order.
     let inputs: Vec<Vec<u8>> = (0..50).map(|i| format!("task-{i}").into_bytes()).collect();
-    let ids = client
-        .submit(inputs.iter().map(|i| spec(&module.digest, i)).collect())
-        .await
-        .unwrap();
+    let ids = client.submit(inputs.iter().map(|i| spec(&module.digest, i)).collect()).await.unwrap();
     let mut outputs = std::collections::HashMap::new();
     client
         .wait(&ids, |t| {
@@ -87,11 +76,7 @@ async fn invalid_uploads_are_refused_with_a_reason() {
     let client = cluster.client();
     let echo = guests::echo();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "random bytes",
-            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
-            "not a WebAssembly binary",
-        ),
+        ("random bytes", (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(), "not a WebAssembly binary"),
         ("truncated", echo[..echo.len() / 2].to_vec(), "not valid WebAssembly"),
         ("core module without _start", guests::core_without_start(), "_start"),
         ("wrong run signature", guests::wrong_signature(), "wrong signature"),
@@ -124,10 +109,7 @@ async fn failures_are_classified_and_the_executor_keeps_serving() {
     const MIB: u64 = 1024 * 1024;
 
     let t = run(&client, spec(&digest(guests::fail()).await, b"")).await;
-    assert_eq!(
-        (t.state(), kind(&t)),
-        (pb::TaskState::Failed, pb::FailureKind::TaskError)
-    );
+    assert_eq!((t.state(), kind(&t)), (pb::TaskState::Failed, pb::FailureKind::TaskError));
     assert_eq!(t.error.unwrap().message, "the input was rejected");
 
     let spin = digest(guests::spin()).await;
@@ -138,16 +120,9 @@ async fn failures_are_classified_and_the_executor_keeps_serving() {
     let t = run(&client, with_limits(spec(&spin, b""), u64::MAX / 2, 0, 2_000)).await;
     assert_eq!(kind(&t), pb::FailureKind::Timeout);
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
-        "timeout took {took:?}"
-    );
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "timeout took {took:?}");
 
-    let t = run(
-        &client,
-        with_limits(spec(&digest(guests::hog()).await, b""), 0, 32 * MIB, 0),
-    )
-    .await;
+    let t = run(&client, with_limits(spec(&digest(guests::hog()).await, b""), 0, 32 * MIB, 0)).await;
     assert_eq!(kind(&t), pb::FailureKind::MemoryLimit, "{:?}", t.error);
 
     let t = run(&client, spec(&digest(guests::trap()).await, b"")).await;
@@ -157,10 +132,7 @@ async fn failures_are_classified_and_the_executor_keeps_serving() {
     assert!(t.error.unwrap().message.contains("stack overflow"));
 
     let t = run(&client, spec(&digest(guests::echo()).await, b"still here")).await;
-    assert_eq!(
-        (t.state(), t.output.as_slice()),
-        (pb::TaskState::Succeeded, &b"still here"[..])
-    );
+    assert_eq!((t.state(), t.output.as_slice()), (pb::TaskState::Succeeded, &b"still here"[..]));
     assert_eq!(t.executor, "executor-0");
     cluster.stop().await;
 }
@@ -175,18 +147,10 @@ async fn cancel_pending_and_running_tasks() {
     let id = client.submit(vec![spec(&spin, b"")]).await.unwrap()[0];
     assert_eq!(client.get(id).await.unwrap().state(), pb::TaskState::Pending);
     let t = client.cancel(id).await.unwrap();
-    assert_eq!(
-        (t.state(), kind(&t)),
-        (pb::TaskState::Cancelled, pb::FailureKind::Cancelled)
-    );
+    assert_eq!((t.state(), kind(&t)), (pb::TaskState::Cancelled, pb::FailureKind::Cancelled));
     let err = client.cancel(id).await.unwrap_err();
     assert!(err.to_string().contains("already finished"), "{err}");
-    assert!(client
-        .cancel(999_999)
-        .await
-        .unwrap_err()
-        .to_string()
-        .contains("not found"));
+    assert!(client.cancel(999_999).await.unwrap_err().to_string().contains("not found"));
 
     // Running: it stops on the executor and frees the slot.
     let executor = wasmgrid_tests::TestExecutor::start(
@@ -200,10 +164,7 @@ async fn cancel_pending_and_running_tasks() {
     cluster.wait_executors(1).await;
     let echo = upload(&client, &guests::echo()).await.unwrap().digest;
     run(&client, spec(&echo, b"warm up the module cache")).await;
-    let id = client
-        .submit(vec![with_limits(spec(&spin, b""), u64::MAX / 2, 0, 600_000)])
-        .await
-        .unwrap()[0];
+    let id = client.submit(vec![with_limits(spec(&spin, b""), u64::MAX / 2, 0, 600_000)]).await.unwrap()[0];
     wait_state(&client, id, pb::TaskState::Running).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The next task waits for the executor's only slot, so it finishes only once the
@@ -228,4 +189,28 @@ async fn wait_state(client: &Client, id: u64, state: pb::TaskState) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("task {id} never reached {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_executor_fetches_and_compiles_a_module_once_even_across_restarts() {
+    let cluster = Cluster::start(0).await;
+    let client = cluster.client();
+    let dir = cluster.dir.path().join("cached-executor");
+    let join = [cluster.master.addr.clone()];
+    let reverse = upload(&client, &guests::reverse()).await.unwrap().digest;
+
+    let e = wasmgrid_tests::TestExecutor::start(&join, &dir, |o| o.name = Some("cached".into())).await;
+    cluster.wait_executors(1).await;
+    let ids = client.submit((0..5).map(|i| spec(&reverse, format!("{i}").as_bytes())).collect()).await.unwrap();
+    client.wait(&ids, |_| {}).await.unwrap();
+    assert_eq!(e.agent.modules.compiled_count(), 1, "five runs, one compile");
+    e.stop().await;
+
+    let e = wasmgrid_tests::TestExecutor::start(&join, &dir, |o| o.name = Some("cached".into())).await;
+    cluster.wait_executors(1).await;
+    let t = run(&client, spec(&reverse, b"again")).await;
+    assert_eq!(t.output, b"niaga");
+    assert_eq!(e.agent.modules.compiled_count(), 0, "a restart loads the compiled artefact");
+    e.stop().await;
+    cluster.stop().await;
 }

@@ -37,11 +37,7 @@ impl Client {
         if addrs.is_empty() {
             return Err(ClientError::Invalid("no master address given".into()));
         }
-        Ok(Self {
-            addrs,
-            state: Mutex::new(State::default()),
-            deadline: Duration::from_secs(30),
-        })
+        Ok(Self { addrs, state: Mutex::new(State::default()), deadline: Duration::from_secs(30) })
     }
 
     /// How long a call keeps looking for a leader before it gives up (default 30s).
@@ -88,11 +84,8 @@ impl Client {
 
     /// Moves to the leader a follower named, or to the next address.
     fn redirect(&self, status: &Status) {
-        let hint = status
-            .metadata()
-            .get(LEADER_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<Addr>().ok());
+        let hint =
+            status.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<Addr>().ok());
         let mut s = self.lock();
         match hint {
             Some(h) if s.current.as_ref() != Some(&h) => s.current = Some(h),
@@ -120,20 +113,14 @@ impl Client {
                 Err(s) => s,
             };
             if !retryable(&status) {
-                return Err(ClientError::Refused {
-                    code: status.code(),
-                    message: status.message().to_string(),
-                });
+                return Err(ClientError::Refused { code: status.code(), message: status.message().to_string() });
             }
             if !tried.contains(&addr.to_string()) {
                 tried.push(addr.to_string());
             }
             self.redirect(&status);
             if started.elapsed() > self.deadline {
-                return Err(ClientError::Unavailable {
-                    tried: tried.join(", "),
-                    last: status.message().to_string(),
-                });
+                return Err(ClientError::Unavailable { tried: tried.join(", "), last: status.message().to_string() });
             }
             // A named leader is tried at once; otherwise back off a little.
             if status.metadata().get(LEADER_METADATA).is_none() {
@@ -166,20 +153,15 @@ impl Client {
     }
 
     pub async fn list_modules(&self) -> Result<Vec<pb::Module>, ClientError> {
-        self.call(|mut c| async move {
-            c.list_modules(pb::ListModulesRequest {})
-                .await
-                .map(|r| r.into_inner().modules)
-        })
+        self.call(
+            |mut c| async move { c.list_modules(pb::ListModulesRequest {}).await.map(|r| r.into_inner().modules) },
+        )
         .await
     }
 
     /// Submits tasks in one batch; returns their ids in order. Safe to retry.
     pub async fn submit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<u64>, ClientError> {
-        let request = pb::SubmitTasksRequest {
-            tasks,
-            request_id: rand::random::<[u8; 16]>().to_vec(),
-        };
+        let request = pb::SubmitTasksRequest { tasks, request_id: rand::random::<[u8; 16]>().to_vec() };
         self.call(|mut c| {
             let request = request.clone();
             async move { c.submit_tasks(request).await.map(|r| r.into_inner().ids) }
@@ -188,17 +170,12 @@ impl Client {
     }
 
     pub async fn get(&self, id: u64) -> Result<pb::Task, ClientError> {
-        self.call(|mut c| async move { c.get_task(pb::GetTaskRequest { id }).await.map(|r| r.into_inner()) })
-            .await
+        self.call(|mut c| async move { c.get_task(pb::GetTaskRequest { id }).await.map(|r| r.into_inner()) }).await
     }
 
     pub async fn cancel(&self, id: u64) -> Result<pb::Task, ClientError> {
-        self.call(|mut c| async move {
-            c.cancel_task(pb::CancelTaskRequest { id })
-                .await
-                .map(|r| r.into_inner())
-        })
-        .await
+        self.call(|mut c| async move { c.cancel_task(pb::CancelTaskRequest { id }).await.map(|r| r.into_inner()) })
+            .await
     }
 
     /// Every task (optionally in one state), page by page.
@@ -212,9 +189,7 @@ impl Client {
                 after_id,
                 limit: u32::try_from(want).unwrap_or(u32::MAX),
             };
-            let page = self
-                .call(|mut c| async move { c.list_tasks(request).await.map(|r| r.into_inner()) })
-                .await?;
+            let page = self.call(|mut c| async move { c.list_tasks(request).await.map(|r| r.into_inner()) }).await?;
             after_id = page.tasks.last().map_or(after_id, |t| t.id);
             all.extend(page.tasks);
             let full = limit.is_some_and(|l| all.len() >= l);
@@ -250,10 +225,7 @@ impl Client {
                         break;
                     }
                     Err(status) => {
-                        return Err(ClientError::Refused {
-                            code: status.code(),
-                            message: status.message().to_string(),
-                        })
+                        return Err(ClientError::Refused { code: status.code(), message: status.message().to_string() })
                     }
                 }
             }
@@ -269,12 +241,8 @@ impl Client {
     }
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
-        self.call(|mut c| async move {
-            c.cluster_status(pb::ClusterStatusRequest {})
-                .await
-                .map(|r| r.into_inner())
-        })
-        .await
+        self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await.map(|r| r.into_inner()) })
+            .await
     }
 }
 
@@ -286,17 +254,12 @@ fn retryable(status: &Status) -> bool {
 
 fn upload_messages(bytes: &[u8]) -> Vec<pb::UploadModuleRequest> {
     use pb::upload_module_request::Part;
-    let mut msgs = vec![pb::UploadModuleRequest {
-        part: Some(Part::Header(pb::UploadHeader {
-            size: bytes.len() as u64,
-        })),
-    }];
+    let mut msgs =
+        vec![pb::UploadModuleRequest { part: Some(Part::Header(pb::UploadHeader { size: bytes.len() as u64 })) }];
     msgs.extend(
         bytes
             .chunks(wasmgrid_proto::CHUNK_SIZE)
-            .map(|c| pb::UploadModuleRequest {
-                part: Some(Part::Chunk(c.to_vec())),
-            }),
+            .map(|c| pb::UploadModuleRequest { part: Some(Part::Chunk(c.to_vec())) }),
     );
     msgs
 }

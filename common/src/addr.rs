@@ -32,11 +32,7 @@ pub enum AddrError {
 impl Addr {
     /// Builds an address from its parts.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self {
-            tls: false,
-            host: host.into(),
-            port,
-        }
+        Self { tls: false, host: host.into(), port }
     }
 
     pub fn host(&self) -> &str {
@@ -100,11 +96,7 @@ impl FromStr for Addr {
             return Err(AddrError::MissingPort(s.to_string()));
         }
         let port = port.parse::<u16>().map_err(|_| AddrError::BadPort(s.to_string()))?;
-        Ok(Self {
-            tls,
-            host: host.to_string(),
-            port,
-        })
+        Ok(Self { tls, host: host.to_string(), port })
     }
 }
 
@@ -124,11 +116,7 @@ impl From<std::net::SocketAddr> for Addr {
             std::net::SocketAddr::V4(v4) => v4.ip().to_string(),
             std::net::SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
         };
-        Self {
-            tls: false,
-            host,
-            port: a.port(),
-        }
+        Self { tls: false, host, port: a.port() }
     }
 }
 

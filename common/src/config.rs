@@ -25,14 +25,12 @@ pub enum ConfigError {
 pub fn load<T: Serialize + DeserializeOwned>(flags: &T, path: Option<&Path>) -> Result<T, ConfigError> {
     let mut table = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
             // Deserializing the file alone first gives errors that point at the file's lines.
             let parse_err = |e: toml::de::Error| ConfigError::Parse {
                 path: path.display().to_string(),
-                message: e.to_string().trim().to_string(),
+                message: locate(&text, &e),
             };
             let _: T = toml::from_str(&text).map_err(parse_err)?;
             toml::from_str::<toml::Table>(&text).map_err(parse_err)?
@@ -42,6 +40,19 @@ pub fn load<T: Serialize + DeserializeOwned>(flags: &T, path: Option<&Path>) -> 
     let overrides = toml::Table::try_from(flags).map_err(|e| ConfigError::Flags(e.to_string()))?;
     table.extend(overrides);
     T::deserialize(table).map_err(|e| ConfigError::Flags(e.to_string()))
+}
+
+/// One line: `line N, key K: what is wrong`.
+fn locate(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return message };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    match line.split_once('=') {
+        Some((key, _)) if !message.contains(key.trim()) => format!("line {line_no}, key `{}`: {message}", key.trim()),
+        _ => format!("line {line_no}: {message}"),
+    }
 }
 
 #[cfg(test)]
@@ -70,10 +81,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file() {
         let f = file("name = \"from-file\"\nmax-module-size = \"8MiB\"\n");
-        let flags = Opts {
-            name: Some("from-flag".into()),
-            ..Default::default()
-        };
+        let flags = Opts { name: Some("from-flag".into()), ..Default::default() };
         let merged = load(&flags, Some(f.path())).unwrap();
         assert_eq!(merged.name.as_deref(), Some("from-flag"));
         assert_eq!(merged.max_module_size, Some(Size::mib(8)));

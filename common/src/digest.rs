@@ -27,8 +27,7 @@ impl Digest {
 
     /// True when `s` looks like a digest rather than a file path.
     pub fn looks_like(s: &str) -> bool {
-        s.strip_prefix("sha256:")
-            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        s.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 }
 
@@ -50,10 +49,7 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex_part = s
-            .trim()
-            .strip_prefix("sha256:")
-            .ok_or_else(|| DigestError(s.to_string()))?;
+        let hex_part = s.trim().strip_prefix("sha256:").ok_or_else(|| DigestError(s.to_string()))?;
         let bytes = hex::decode(hex_part).map_err(|_| DigestError(s.to_string()))?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| DigestError(s.to_string()))?;
         Ok(Self(arr))
@@ -79,10 +75,7 @@ mod tests {
     #[test]
     fn round_trips_and_matches_sha256() {
         let d = Digest::of(b"abc");
-        assert_eq!(
-            d.to_string(),
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(d.to_string(), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert!(Digest::looks_like(&d.to_string()));
         assert!(!Digest::looks_like("examples/echo.wasm"));

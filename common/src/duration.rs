@@ -32,9 +32,7 @@ impl FromStr for Dur {
     type Err = DurError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim())
-            .map(Self)
-            .map_err(|_| DurError(s.to_string()))
+        humantime::parse_duration(s.trim()).map(Self).map_err(|_| DurError(s.to_string()))
     }
 }
 

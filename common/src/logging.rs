@@ -39,10 +39,7 @@ pub fn init(level: &str, file: Option<&Path>, format: LogFormat) -> Result<(), L
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|source| LoggingError::File {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                .map_err(|source| LoggingError::File { path: path.display().to_string(), source })?;
             let builder = builder.with_ansi(false).with_writer(Mutex::new(f));
             match format {
                 LogFormat::Text => builder.try_init(),
@@ -63,12 +60,7 @@ fn default_directives(level: &str) -> String {
     if level.contains('=') || level.contains(',') {
         return level.to_string();
     }
-    let ours = [
-        "wasmgrid_master",
-        "wasmgrid_executor",
-        "wasmgrid_client",
-        "wasmgrid_common",
-    ];
+    let ours = ["wasmgrid_master", "wasmgrid_executor", "wasmgrid_client", "wasmgrid_common"];
     let mut d = "warn,openraft=error".to_string();
     for crate_name in ours {
         d.push_str(&format!(",{crate_name}={level}"));

@@ -22,6 +22,20 @@ impl Size {
     pub const fn bytes(self) -> u64 {
         self.0
     }
+
+    /// For people: the largest binary unit with one decimal (`17.7GiB`), exact when round.
+    pub fn human(self) -> String {
+        let n = self.0;
+        for (unit, name) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
+            if n >= unit {
+                if n.is_multiple_of(unit) {
+                    return format!("{}{name}", n / unit);
+                }
+                return format!("{:.1}{name}", n as f64 / unit as f64);
+            }
+        }
+        format!("{n}B")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +50,7 @@ impl FromStr for Size {
         if t.is_empty() || t.starts_with('-') {
             return Err(SizeError(s.to_string()));
         }
-        t.parse::<bytesize::ByteSize>()
-            .map(|b| Self(b.as_u64()))
-            .map_err(|_| SizeError(s.to_string()))
+        t.parse::<bytesize::ByteSize>().map(|b| Self(b.as_u64())).map_err(|_| SizeError(s.to_string()))
     }
 }
 
@@ -88,6 +100,13 @@ mod tests {
         assert!("lots".parse::<Size>().is_err());
         assert!("-1".parse::<Size>().is_err());
         assert!("".parse::<Size>().is_err());
+    }
+
+    #[test]
+    fn prints_approximate_units_for_people() {
+        assert_eq!(Size(18_956_000_000).human(), "17.7GiB");
+        assert_eq!(Size::mib(64).human(), "64MiB");
+        assert_eq!(Size(100).human(), "100B");
     }
 
     #[test]

@@ -109,10 +109,7 @@ impl Agent {
         runs.running
             .keys()
             .chain(runs.outbox.keys())
-            .map(|(task_id, attempt)| pb::RunningTask {
-                task_id: *task_id,
-                attempt: *attempt,
-            })
+            .map(|(task_id, attempt)| pb::RunningTask { task_id: *task_id, attempt: *attempt })
             .collect()
     }
 
@@ -167,9 +164,7 @@ impl Agent {
             }
         };
         let welcome = match inbound.message().await {
-            Ok(Some(pb::MasterMessage {
-                kind: Some(In::Welcome(w)),
-            })) => w,
+            Ok(Some(pb::MasterMessage { kind: Some(In::Welcome(w)) })) => w,
             Ok(_) => return Err("the master did not welcome us".into()),
             Err(status) => {
                 self.masters.learn_leader(&status);
@@ -266,11 +261,7 @@ impl Agent {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return failure(pb::FailureKind::ExecutorLost, "the executor is shutting down".into());
         };
-        let kind = if a.kind() == pb::ModuleKind::Command {
-            Kind::Command
-        } else {
-            Kind::Component
-        };
+        let kind = if a.kind() == pb::ModuleKind::Command { Kind::Command } else { Kind::Component };
         let program = match self.modules.get(&a.module, kind, &self.masters).await {
             Ok(p) => p,
             Err(e @ ModuleError::Fetch(..)) => return failure(pb::FailureKind::ExecutorLost, e.to_string()),
@@ -288,21 +279,15 @@ impl Agent {
             cancel,
         };
         let sandbox = self.sandbox.clone();
-        let run = self
-            .guests
-            .spawn(async move { sandbox.run(program.as_ref(), job).await });
-        run.await
-            .unwrap_or_else(|e| failure(pb::FailureKind::Trap, format!("the run crashed: {e}")))
+        let run = self.guests.spawn(async move { sandbox.run(program.as_ref(), job).await });
+        run.await.unwrap_or_else(|e| failure(pb::FailureKind::Trap, format!("the run crashed: {e}")))
     }
 
     fn finish(&self, key: RunKey, o: Outcome) {
         let result = pb::TaskResult {
             task_id: key.0,
             attempt: key.1,
-            failure: o.failure.map(|(kind, message)| pb::Failure {
-                kind: kind.into(),
-                message,
-            }),
+            failure: o.failure.map(|(kind, message)| pb::Failure { kind: kind.into(), message }),
             output: o.output,
             fuel_consumed: o.fuel_consumed,
             duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
@@ -320,14 +305,9 @@ impl Agent {
 }
 
 fn failure(kind: pb::FailureKind, message: String) -> Outcome {
-    Outcome {
-        failure: Some((kind, message)),
-        ..Outcome::default()
-    }
+    Outcome { failure: Some((kind, message)), ..Outcome::default() }
 }
 
 async fn send(out: &mpsc::Sender<pb::ExecutorMessage>, kind: Out) -> Result<(), String> {
-    out.send(pb::ExecutorMessage { kind: Some(kind) })
-        .await
-        .map_err(|_| "the stream to the master closed".to_string())
+    out.send(pb::ExecutorMessage { kind: Some(kind) }).await.map_err(|_| "the stream to the master closed".to_string())
 }

@@ -102,17 +102,13 @@ impl ExecutorOptions {
     pub fn resolve(self) -> Result<ExecutorConfig, ConfigError> {
         let join = self.join.map(|j| j.0).unwrap_or_default();
         if join.is_empty() {
-            return Err(ConfigError(
-                "--join is required: the address of at least one master (host:port,...)".into(),
-            ));
+            return Err(ConfigError("--join is required: the address of at least one master (host:port,...)".into()));
         }
         let worker_addr = self.worker_addr.unwrap_or_else(|| Addr::new("127.0.0.1", 10250));
         let advertise_addr = self.advertise_addr.unwrap_or_else(|| worker_addr.clone());
         if let Some(name) = &self.name {
             if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ',') {
-                return Err(ConfigError(format!(
-                    "name `{name}` must be non-empty, without spaces or ','"
-                )));
+                return Err(ConfigError(format!("name `{name}` must be non-empty, without spaces or ','")));
             }
         }
         let slots = self
@@ -171,11 +167,7 @@ mod tests {
 
     #[test]
     fn join_is_required_and_checked() {
-        assert!(ExecutorOptions::default()
-            .resolve()
-            .unwrap_err()
-            .to_string()
-            .contains("--join"));
+        assert!(ExecutorOptions::default().resolve().unwrap_err().to_string().contains("--join"));
         assert!("a:1,,b:2".parse::<AddrList>().is_err());
         assert!(toml::from_str::<ExecutorOptions>("join = \"nope\"").is_err());
         let o: ExecutorOptions = toml::from_str("join = [\"a:1\", \"http://b:2\"]").unwrap();

@@ -25,10 +25,7 @@ struct State {
 
 impl Masters {
     pub fn new(addrs: Vec<Addr>) -> Self {
-        Self {
-            addrs,
-            state: Mutex::new(State::default()),
-        }
+        Self { addrs, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -48,11 +45,8 @@ impl Masters {
 
     /// Remembers the leader named in a follower's refusal.
     pub fn learn_leader(&self, status: &Status) -> bool {
-        let hint = status
-            .metadata()
-            .get(LEADER_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<Addr>().ok());
+        let hint =
+            status.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<Addr>().ok());
         let found = hint.is_some();
         if let Some(h) = hint {
             self.lock().hint = Some(h);
@@ -98,14 +92,8 @@ impl Masters {
 
     async fn fetch_from(&self, addr: &Addr, digest: &str) -> Result<Vec<u8>, String> {
         let mut client = self.gateway(addr)?;
-        let request = FetchModuleRequest {
-            digest: digest.to_string(),
-        };
-        let mut stream = client
-            .fetch_module(request)
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
+        let request = FetchModuleRequest { digest: digest.to_string() };
+        let mut stream = client.fetch_module(request).await.map_err(|s| s.message().to_string())?.into_inner();
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.message().await.map_err(|s| s.message().to_string())? {
             bytes.extend_from_slice(&chunk.data);

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
@@ -34,6 +35,8 @@ pub struct ModuleCache {
     compiled: PathBuf,
     engine_tag: String,
     loaded: Mutex<HashMap<(Digest, Kind), Slot>>,
+    /// Modules compiled by this process (not loaded from the on-disk cache).
+    compiled_count: AtomicU64,
 }
 
 impl ModuleCache {
@@ -51,6 +54,7 @@ impl ModuleCache {
             compiled,
             engine_tag,
             loaded: Mutex::new(HashMap::new()),
+            compiled_count: AtomicU64::new(0),
         })
     }
 
@@ -62,11 +66,14 @@ impl ModuleCache {
         self.len() == 0
     }
 
+    /// How many modules this process had to compile (the rest came from the disk cache).
+    pub fn compiled_count(&self) -> u64 {
+        self.compiled_count.load(Ordering::Relaxed)
+    }
+
     /// The program for `digest`, fetching and compiling it the first time.
     pub async fn get(&self, digest: &str, kind: Kind, masters: &Masters) -> Result<Arc<dyn Program>, ModuleError> {
-        let parsed: Digest = digest
-            .parse()
-            .map_err(|e| ModuleError::Invalid(digest.to_string(), format!("{e}")))?;
+        let parsed: Digest = digest.parse().map_err(|e| ModuleError::Invalid(digest.to_string(), format!("{e}")))?;
         let slot = {
             let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             map.entry((parsed, kind)).or_default().clone()
@@ -74,10 +81,7 @@ impl ModuleCache {
         let result = slot.get_or_try_init(|| self.load(parsed, kind, masters)).await.cloned();
         if result.is_err() {
             // Let the next run try again (a master may come back, a disk may free up).
-            self.loaded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&(parsed, kind));
+            self.loaded.lock().unwrap_or_else(|p| p.into_inner()).remove(&(parsed, kind));
         }
         result
     }
@@ -86,24 +90,15 @@ impl ModuleCache {
         let name = digest.to_string();
         let invalid = |e: String| ModuleError::Invalid(name.clone(), e);
         if let Some(compiled) = self.load_compiled(&digest).await {
-            return self
-                .sandbox
-                .link(kind, &compiled)
-                .map_err(|e| invalid(format!("{e:#}")));
+            return self.sandbox.link(kind, &compiled).map_err(|e| invalid(format!("{e:#}")));
         }
         let source = self.sources.join(format!("{}.wasm", digest.hex()));
         let bytes = match tokio::fs::read(&source).await {
             Ok(b) if Digest::of(&b) == digest => b,
             _ => {
-                let bytes = masters
-                    .fetch_module(&name)
-                    .await
-                    .map_err(|e| ModuleError::Fetch(name.clone(), e))?;
+                let bytes = masters.fetch_module(&name).await.map_err(|e| ModuleError::Fetch(name.clone(), e))?;
                 if Digest::of(&bytes) != digest {
-                    return Err(ModuleError::Fetch(
-                        name.clone(),
-                        "the bytes received do not match the digest".into(),
-                    ));
+                    return Err(ModuleError::Fetch(name.clone(), "the bytes received do not match the digest".into()));
                 }
                 if let Err(e) = write_atomically(&source, &bytes).await {
                     tracing::warn!(module = %name, error = %e, "cannot cache module");
@@ -117,6 +112,7 @@ impl ModuleCache {
             .await
             .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(format!("{e:#}")))?;
+        self.compiled_count.fetch_add(1, Ordering::Relaxed);
         tracing::info!(module = %name, ms = started.elapsed().as_millis(), "compiled module");
         let serialized = match &compiled {
             Compiled::Component(c) => c.serialize(),
@@ -132,9 +128,7 @@ impl ModuleCache {
                 tracing::warn!(module = %name, error = %e, "cannot serialize compiled module")
             }
         }
-        self.sandbox
-            .link(kind, &compiled)
-            .map_err(|e| invalid(format!("{e:#}")))
+        self.sandbox.link(kind, &compiled).map_err(|e| invalid(format!("{e:#}")))
     }
 
     fn compiled_path(&self, digest: &Digest, compiled: &Compiled) -> PathBuf {
@@ -142,8 +136,7 @@ impl ModuleCache {
             Compiled::Component(_) => "component",
             Compiled::Module(_) => "module",
         };
-        self.compiled
-            .join(format!("{}.{}.{form}.cwasm", digest.hex(), self.engine_tag))
+        self.compiled.join(format!("{}.{}.{form}.cwasm", digest.hex(), self.engine_tag))
     }
 
     /// A previously compiled artefact of this engine, if one is on disk and loads.
@@ -155,9 +148,7 @@ impl ModuleCache {
                 continue;
             }
             let engine = self.sandbox.engine().clone();
-            let loaded = tokio::task::spawn_blocking(move || deserialize(&engine, &path, form))
-                .await
-                .ok()?;
+            let loaded = tokio::task::spawn_blocking(move || deserialize(&engine, &path, form)).await.ok()?;
             match loaded {
                 Ok(c) => return Some(c),
                 Err(e) => {

@@ -45,9 +45,7 @@ impl Drop for Running {
 /// Binds `--worker-addr`.
 pub async fn bind(config: &ExecutorConfig) -> anyhow::Result<TcpListener> {
     let addr = config.worker_addr.host_port();
-    TcpListener::bind(&addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 pub async fn start(
@@ -92,19 +90,10 @@ pub async fn start(
     let service = WorkerServer::new(WorkerService::new(agent.clone()));
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        let router = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .add_service(service);
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
-            .await
-        {
+        let router = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(10))).add_service(service);
+        if let Err(e) = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled()).await {
             tracing::error!(error = %e, "worker api failed");
         }
     }));
-    Ok(Running {
-        agent,
-        tasks,
-        guests: Some(guests),
-    })
+    Ok(Running { agent, tasks, guests: Some(guests) })
 }

@@ -174,9 +174,7 @@ impl MasterOptions {
         let advertise_addr = self.advertise_addr.unwrap_or_else(|| master_addr.clone());
         let name = self.name.unwrap_or_else(|| "master".to_string());
         if name.is_empty() || name.contains(['=', ',']) || name.chars().any(char::is_whitespace) {
-            return Err(ConfigError(format!(
-                "name `{name}` must be non-empty, without spaces, '=' or ','"
-            )));
+            return Err(ConfigError(format!("name `{name}` must be non-empty, without spaces, '=' or ','")));
         }
         let initial_cluster = self.initial_cluster.map(|c| c.0).unwrap_or_default();
         let peer_addr = self.peer_urls;
@@ -269,10 +267,7 @@ mod tests {
         .unwrap();
         let text = SAMPLE_CONFIG;
         for key in all.keys() {
-            assert!(
-                table.contains_key(key) || text.contains(&format!("# {key} =")),
-                "sample lacks `{key}`"
-            );
+            assert!(table.contains_key(key) || text.contains(&format!("# {key} =")), "sample lacks `{key}`");
         }
     }
 
@@ -283,11 +278,7 @@ mod tests {
         assert!("m0".parse::<InitialCluster>().is_err());
         assert!("m0=a:1,m0=b:1".parse::<InitialCluster>().is_err());
         assert!("m0=nope".parse::<InitialCluster>().is_err());
-        let opts = MasterOptions {
-            name: Some("m9".into()),
-            initial_cluster: Some(c),
-            ..Default::default()
-        };
+        let opts = MasterOptions { name: Some("m9".into()), initial_cluster: Some(c), ..Default::default() };
         assert!(opts.resolve().unwrap_err().to_string().contains("m9"));
     }
 }

@@ -74,21 +74,11 @@ pub fn module(m: &ModuleMeta) -> pb::Module {
 }
 
 pub fn limits(l: Limits) -> pb::Limits {
-    pb::Limits {
-        fuel: l.fuel,
-        memory_bytes: l.memory,
-        timeout_ms: l.timeout_ms,
-    }
+    pb::Limits { fuel: l.fuel, memory_bytes: l.memory, timeout_ms: l.timeout_ms }
 }
 
 fn env(pairs: &[(String, String)]) -> Vec<pb::EnvVar> {
-    pairs
-        .iter()
-        .map(|(key, value)| pb::EnvVar {
-            key: key.clone(),
-            value: value.clone(),
-        })
-        .collect()
+    pairs.iter().map(|(key, value)| pb::EnvVar { key: key.clone(), value: value.clone() }).collect()
 }
 
 pub fn task(t: TaskRecord, out: TaskOutput, pending_reason: String) -> pb::Task {
@@ -101,10 +91,7 @@ pub fn task(t: TaskRecord, out: TaskOutput, pending_reason: String) -> pb::Task 
         priority: t.spec.priority,
         attempts: t.attempts,
         executor: t.executor.unwrap_or_default(),
-        error: t.error.map(|f| pb::Failure {
-            kind: failure_kind(f.kind).into(),
-            message: f.message,
-        }),
+        error: t.error.map(|f| pb::Failure { kind: failure_kind(f.kind).into(), message: f.message }),
         fuel_consumed: t.fuel_consumed,
         duration_ms: t.duration_ms,
         exit_code: t.exit_code,
@@ -140,10 +127,7 @@ pub fn report(executor: &str, r: pb::TaskResult) -> Report {
         attempt: r.attempt,
         executor: executor.to_string(),
         failure: r.failure.map(|f| Failure::new(failure_kind_from(f.kind()), f.message)),
-        output: TaskOutput {
-            output: r.output,
-            stderr: r.stderr,
-        },
+        output: TaskOutput { output: r.output, stderr: r.stderr },
         fuel_consumed: r.fuel_consumed,
         duration_ms: r.duration_ms,
         exit_code: r.exit_code,

@@ -31,15 +31,7 @@ impl Node {
     pub fn new(id: NodeId, config: MasterConfig, raft: Raft, replica: Arc<Replica>) -> Self {
         let proposer = Proposer::start(raft.clone());
         let metrics = raft.metrics();
-        Self {
-            id,
-            config,
-            raft,
-            replica,
-            proposer,
-            metrics,
-            leader_since: Mutex::new(None),
-        }
+        Self { id, config, raft, replica, proposer, metrics, leader_since: Mutex::new(None) }
     }
 
     pub fn metrics(&self) -> Metrics {

@@ -48,13 +48,9 @@ impl Proposer {
     pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Proposal {
-                command,
-                reply: Some(reply),
-            })
+            .send(Proposal { command, reply: Some(reply) })
             .map_err(|_| ProposeError::Failed("the master is shutting down".into()))?;
-        rx.await
-            .map_err(|_| ProposeError::Failed("the master is shutting down".into()))?
+        rx.await.map_err(|_| ProposeError::Failed("the master is shutting down".into()))?
     }
 
     /// Proposes `command` without waiting for the outcome.
@@ -66,19 +62,13 @@ impl Proposer {
 fn weight(c: &Command) -> usize {
     match c {
         Command::Submit { tasks, .. } => tasks.iter().map(|t| t.input.len() + 64).sum(),
-        Command::Finish(reports) => reports
-            .iter()
-            .map(|r| r.output.output.len() + r.output.stderr.len() + 64)
-            .sum(),
+        Command::Finish(reports) => reports.iter().map(|r| r.output.output.len() + r.output.stderr.len() + 64).sum(),
         _ => 64,
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
@@ -100,10 +90,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
             }
         }
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let entry = Batch {
-            at_ms: now_ms(),
-            commands,
-        };
+        let entry = Batch { at_ms: now_ms(), commands };
         match raft.client_write_ff(entry).await {
             Ok(pending) => {
                 tokio::spawn(async move {

@@ -70,10 +70,8 @@ impl Replica {
         let mut fx = Effects::default();
         let (responses, changes) = {
             let mut sm = self.sm.write().unwrap_or_else(|p| p.into_inner());
-            let responses: Vec<Vec<Response>> = batches
-                .into_iter()
-                .map(|b| b.map(|b| sm.apply(b, &mut fx)).unwrap_or_default())
-                .collect();
+            let responses: Vec<Vec<Response>> =
+                batches.into_iter().map(|b| b.map(|b| sm.apply(b, &mut fx)).unwrap_or_default()).collect();
             let changes = Changes {
                 live: fx.changed.iter().filter_map(|id| sm.live_task(*id).cloned()).collect(),
                 finished: std::mem::take(&mut fx.finished),
@@ -129,20 +127,10 @@ impl Replica {
             let sm = self.read();
             let missing = sm
                 .executor(name)
-                .map(|e| {
-                    e.running
-                        .iter()
-                        .filter_map(|id| sm.current_dispatch(*id))
-                        .collect::<Vec<_>>()
-                })
+                .map(|e| e.running.iter().filter_map(|id| sm.current_dispatch(*id)).collect::<Vec<_>>())
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|d| {
-                    !held_set.contains(&RunRef {
-                        task: d.task,
-                        attempt: d.attempt,
-                    })
-                })
+                .filter(|d| !held_set.contains(&RunRef { task: d.task, attempt: d.attempt }))
                 .collect();
             let stale = held
                 .iter()
@@ -201,40 +189,17 @@ mod tests {
         let db = StateDb::open(&dir.path().join("state.redb")).unwrap();
         let replica = Replica::open(db, BlobStore::open(dir.path().join("blobs")).unwrap()).unwrap();
         let digest = Digest::of(b"m");
-        let put = Command::PutModule(ModuleMeta {
-            digest,
-            size: 1,
-            kind: ModuleKind::Component,
-            created_at_ms: 0,
-        });
+        let put = Command::PutModule(ModuleMeta { digest, size: 1, kind: ModuleKind::Component, created_at_ms: 0 });
         let spec = TaskSpec {
             module: digest,
-            limits: Limits {
-                fuel: 0,
-                memory: 1,
-                timeout_ms: 1,
-            },
+            limits: Limits { fuel: 0, memory: 1, timeout_ms: 1 },
             max_attempts: 1,
             priority: 0,
             args: vec![],
             env: vec![],
         };
-        let submit = Command::Submit {
-            request_id: None,
-            tasks: vec![NewTask {
-                spec,
-                input: b"abc".to_vec(),
-            }],
-        };
-        replica
-            .apply(
-                vec![Some(Batch {
-                    at_ms: 1,
-                    commands: vec![put, submit],
-                })],
-                vec![],
-            )
-            .unwrap();
+        let submit = Command::Submit { request_id: None, tasks: vec![NewTask { spec, input: b"abc".to_vec() }] };
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: vec![put, submit] })], vec![]).unwrap();
         assert_eq!(replica.db.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
     }
 }

@@ -55,9 +55,7 @@ impl Listeners {
 }
 
 async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 /// A running master, for callers (tests) that need its parts.
@@ -136,11 +134,7 @@ pub async fn start(
                 if *name == me.name {
                     me.clone()
                 } else {
-                    Member {
-                        name: name.clone(),
-                        peer_addr: addr.to_string(),
-                        api_addr: String::new(),
-                    }
+                    Member { name: name.clone(), peer_addr: addr.to_string(), api_addr: String::new() }
                 }
             })
             .collect()
@@ -163,12 +157,7 @@ pub async fn start(
     tracing::info!(name = %node.config.name, "listening on {api_addr}");
     let mut tasks = Vec::new();
     let peer_on_api = listeners.peer.is_none();
-    tasks.push(tokio::spawn(serve_api(
-        node.clone(),
-        listeners.api,
-        peer_on_api,
-        shutdown.clone(),
-    )));
+    tasks.push(tokio::spawn(serve_api(node.clone(), listeners.api, peer_on_api, shutdown.clone())));
     if let Some(peer) = listeners.peer {
         tracing::info!("peer service listening on {}", peer.local_addr()?);
         tasks.push(tokio::spawn(serve_peer(node.clone(), peer, shutdown.clone())));
@@ -196,15 +185,10 @@ async fn serve_api(node: Arc<Node>, listener: TcpListener, with_peer: bool, shut
     let gateway = ExecutorGatewayServer::new(GatewayService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let router = server()
-        .add_service(master)
-        .add_service(gateway)
-        .add_optional_service(with_peer.then(|| peer_service(&node)));
+    let router =
+        server().add_service(master).add_service(gateway).add_optional_service(with_peer.then(|| peer_service(&node)));
     let incoming = TcpListenerStream::new(listener);
-    if let Err(e) = router
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await
-    {
+    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
         tracing::error!(error = %e, "api server failed");
     }
 }
@@ -212,10 +196,7 @@ async fn serve_api(node: Arc<Node>, listener: TcpListener, with_peer: bool, shut
 async fn serve_peer(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
     let incoming = TcpListenerStream::new(listener);
     let router = server().add_service(peer_service(&node));
-    if let Err(e) = router
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await
-    {
+    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
         tracing::error!(error = %e, "peer server failed");
     }
 }

@@ -59,14 +59,7 @@ impl Sessions {
         let now = Instant::now();
         let session = Session { id, incarnation, tx };
         self.lock().insert(name.to_string(), session);
-        self.seen().insert(
-            name.to_string(),
-            SessionInfo {
-                incarnation,
-                last_seen: now,
-                connected: true,
-            },
-        );
+        self.seen().insert(name.to_string(), SessionInfo { incarnation, last_seen: now, connected: true });
         id
     }
 
@@ -102,14 +95,7 @@ impl Sessions {
             Some(s) if s.id == id => s.incarnation,
             _ => return,
         };
-        self.seen().insert(
-            name.to_string(),
-            SessionInfo {
-                incarnation,
-                last_seen: Instant::now(),
-                connected: true,
-            },
-        );
+        self.seen().insert(name.to_string(), SessionInfo { incarnation, last_seen: Instant::now(), connected: true });
     }
 
     pub fn info(&self, name: &str) -> Option<SessionInfo> {
@@ -123,10 +109,7 @@ impl Sessions {
             None => false,
         };
         if failed {
-            tracing::warn!(
-                executor = name,
-                "executor stream is full or closed; dropping its session"
-            );
+            tracing::warn!(executor = name, "executor stream is full or closed; dropping its session");
             map.remove(name);
             if let Some(seen) = self.seen().get_mut(name) {
                 seen.connected = false;
@@ -147,22 +130,13 @@ impl Sessions {
             assign.entry(d.executor).or_default().push(a);
         }
         for (name, tasks) in assign {
-            self.send(
-                &name,
-                message(pb::master_message::Kind::Assign(pb::Assignments { tasks })),
-            );
+            self.send(&name, message(pb::master_message::Kind::Assign(pb::Assignments { tasks })));
         }
         for (name, runs) in group(stop) {
-            self.send(
-                &name,
-                message(pb::master_message::Kind::Cancel(pb::CancelTasks { tasks: runs })),
-            );
+            self.send(&name, message(pb::master_message::Kind::Cancel(pb::CancelTasks { tasks: runs })));
         }
         for (name, runs) in group(acks) {
-            self.send(
-                &name,
-                message(pb::master_message::Kind::Ack(pb::ResultsAck { tasks: runs })),
-            );
+            self.send(&name, message(pb::master_message::Kind::Ack(pb::ResultsAck { tasks: runs })));
         }
     }
 }
@@ -174,10 +148,7 @@ pub fn message(kind: pb::master_message::Kind) -> pb::MasterMessage {
 fn group(runs: Vec<(String, RunRef)>) -> BTreeMap<String, Vec<pb::RunningTask>> {
     let mut out: BTreeMap<String, Vec<pb::RunningTask>> = BTreeMap::new();
     for (name, r) in runs {
-        out.entry(name).or_default().push(pb::RunningTask {
-            task_id: r.task,
-            attempt: r.attempt,
-        });
+        out.entry(name).or_default().push(pb::RunningTask { task_id: r.task, attempt: r.attempt });
     }
     out
 }

@@ -84,9 +84,7 @@ fn validate_core(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
 fn validate_component(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
     let decoded = decode(bytes).map_err(|e| invalid(format!("cannot read the component's interface: {e}")))?;
     let DecodedWasm::Component(resolve, world_id) = decoded else {
-        return Err(invalid(
-            "this is a WIT package, not a component; upload the built component",
-        ));
+        return Err(invalid("this is a WIT package, not a component; upload the built component"));
     };
     let world = &resolve.worlds[world_id];
     for (key, item) in &world.imports {
@@ -189,10 +187,7 @@ mod tests {
         assert!(refused(&echo[..echo.len() / 2]).contains("not valid WebAssembly"));
         assert!(refused(&guests::core_without_start()).contains("_start"));
         let wrong = refused(&guests::wrong_signature());
-        assert!(
-            wrong.contains("wrong signature") && wrong.contains("list<u8>"),
-            "{wrong}"
-        );
+        assert!(wrong.contains("wrong signature") && wrong.contains("list<u8>"), "{wrong}");
         let env_import = wat::parse_str(r#"(module (import "env" "f" (func)) (func (export "_start")))"#).unwrap();
         assert!(refused(&env_import).contains("env::f"));
     }

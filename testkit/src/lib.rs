@@ -1,10 +1,13 @@
-//! Test guests, written in WAT and encoded as task components (or WASI command modules) in
-//! process, so the tests need no outside toolchain.
+//! What the tests, the demo and the benchmark share: [`process`] runs the real binaries as
+//! children, and the test guests below are written in WAT and encoded as task components (or
+//! WASI command modules) in process, so the tests need no outside toolchain.
 //!
 //! A task component's core module exports `memory`, a bump `cabi_realloc` and
 //! `run(ptr, len) -> retptr`, where the return area holds `result<list<u8>, string>` as the
 //! canonical ABI lays it out: a tag byte at 0, then pointer and length at 4 and 8.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod process;
 
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::Resolve;
@@ -98,10 +101,7 @@ pub fn spin() -> Vec<u8> {
 
 /// Grows its memory a page at a time until refused, then traps.
 pub fn hog() -> Vec<u8> {
-    task(
-        "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) (unreachable)",
-        "",
-    )
+    task("(loop $more (br_if $more (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) (unreachable)", "")
 }
 
 /// Executes `unreachable`.

@@ -33,17 +33,10 @@ impl TestMaster {
         let listeners = Listeners::bind(&config).await.unwrap();
         let port = listeners.api_addr().unwrap().port();
         let shutdown = CancellationToken::new();
-        let running = wasmgrid_master::start(config, listeners, shutdown.clone())
-            .await
-            .unwrap();
+        let running = wasmgrid_master::start(config, listeners, shutdown.clone()).await.unwrap();
         let node = running.node.clone();
-        let master = Self {
-            addr: Addr::new("127.0.0.1", port),
-            node,
-            dir: dir.to_path_buf(),
-            shutdown,
-            running: Some(running),
-        };
+        let master =
+            Self { addr: Addr::new("127.0.0.1", port), node, dir: dir.to_path_buf(), shutdown, running: Some(running) };
         master.wait_leader().await;
         master
     }
@@ -68,6 +61,7 @@ impl TestMaster {
 
 pub struct TestExecutor {
     pub name: String,
+    pub agent: std::sync::Arc<wasmgrid_executor::agent::Agent>,
     shutdown: CancellationToken,
     running: Option<wasmgrid_executor::Running>,
 }
@@ -87,14 +81,8 @@ impl TestExecutor {
         let config = opts.resolve().unwrap();
         let listener = wasmgrid_executor::bind(&config).await.unwrap();
         let shutdown = CancellationToken::new();
-        let running = wasmgrid_executor::start(config, listener, shutdown.clone())
-            .await
-            .unwrap();
-        Self {
-            name: running.agent.name.clone(),
-            shutdown,
-            running: Some(running),
-        }
+        let running = wasmgrid_executor::start(config, listener, shutdown.clone()).await.unwrap();
+        Self { name: running.agent.name.clone(), agent: running.agent.clone(), shutdown, running: Some(running) }
     }
 
     pub async fn stop(mut self) {
@@ -137,19 +125,13 @@ impl Cluster {
             .await;
             list.push(e);
         }
-        let cluster = Self {
-            master,
-            executors: list,
-            dir,
-        };
+        let cluster = Self { master, executors: list, dir };
         cluster.wait_executors(executors).await;
         cluster
     }
 
     pub fn client(&self) -> Client {
-        Client::new(vec![self.master.addr.clone()])
-            .unwrap()
-            .with_deadline(Duration::from_secs(20))
+        Client::new(vec![self.master.addr.clone()]).unwrap().with_deadline(Duration::from_secs(20))
     }
 
     /// Waits until `n` executors are registered and connected.
@@ -157,13 +139,7 @@ impl Cluster {
         let client = self.client();
         for _ in 0..400 {
             let status = client.cluster_status().await.unwrap();
-            if status
-                .executors
-                .iter()
-                .filter(|e| e.connected && e.state == "alive")
-                .count()
-                >= n
-            {
+            if status.executors.iter().filter(|e| e.connected && e.state == "alive").count() >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
-pub mod process;
 
 pub use cluster::{Cluster, TestExecutor, TestMaster};
 pub use wasmgrid_testkit as guests;
+pub use wasmgrid_testkit::process;
 
 /// Sets up logging once per test binary (`RUST_LOG=wasmgrid_master=debug` to see more).
 pub fn init_logging() {
@@ -15,9 +15,6 @@ pub fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
 }

@@ -80,8 +80,8 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
                     e.state,
                     e.slots_in_use,
                     e.slots,
-                    wasmgrid_common::Size(e.memory_reserved).to_string(),
-                    wasmgrid_common::Size(e.memory_bytes).to_string(),
+                    wasmgrid_common::Size(e.memory_reserved).human(),
+                    wasmgrid_common::Size(e.memory_bytes).human(),
                     e.addr
                 );
             }

@@ -54,6 +54,12 @@ pub async fn run(cli: Cli) -> i32 {
         Ok(c) => c,
         Err(e) => return report(&e.to_string()),
     };
+    // How long to look for a leader before giving up (humantime, e.g. 30s).
+    let client = match std::env::var("WASMGRID_CLIENT_DEADLINE").ok().map(|d| d.parse::<wasmgrid_common::Dur>()) {
+        Some(Ok(d)) => client.with_deadline(d.0),
+        Some(Err(e)) => return report(&format!("WASMGRID_CLIENT_DEADLINE: {e}")),
+        None => client,
+    };
     let result = match cli.command {
         Command::Module(cmd) => modules::run(&client, cmd, cli.output).await,
         Command::Task(cmd) => tasks::run(&client, cmd, cli.output).await,

@@ -46,9 +46,7 @@ pub async fn run(client: &Client, cmd: ModuleCommand, output: Output) -> anyhow:
 
 /// Uploads `path`, with a progress bar for large files on a terminal.
 pub async fn upload(client: &Client, path: &Path) -> anyhow::Result<pb::Module> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = tokio::fs::read(path).await.with_context(|| format!("cannot read {}", path.display()))?;
     let bar = ProgressBar::new(bytes.len() as u64);
     if bytes.len() > 4 * 1024 * 1024 {
         bar.set_style(
@@ -59,9 +57,7 @@ pub async fn upload(client: &Client, path: &Path) -> anyhow::Result<pb::Module> 
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let shown = bar.clone();
-    let result = client
-        .upload_module(&bytes, std::sync::Arc::new(move |sent| shown.set_position(sent)))
-        .await;
+    let result = client.upload_module(&bytes, std::sync::Arc::new(move |sent| shown.set_position(sent))).await;
     bar.finish_and_clear();
     result.with_context(|| format!("upload of {} refused", path.display()))
 }

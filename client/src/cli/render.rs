@@ -128,11 +128,7 @@ pub fn task_text(t: &pb::Task) -> String {
 pub fn preview(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) if s.len() <= 200 => s.trim_end().replace('\n', "\\n"),
-        Ok(s) => format!(
-            "{}… ({})",
-            &s[..s.floor_char_boundary(120)].replace('\n', "\\n"),
-            Size(bytes.len() as u64)
-        ),
+        Ok(s) => format!("{}… ({})", &s[..s.floor_char_boundary(120)].replace('\n', "\\n"), Size(bytes.len() as u64)),
         Err(_) => format!("<{} of binary>", Size(bytes.len() as u64)),
     }
 }

@@ -163,14 +163,12 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         (Some(text), _) => text.clone().into_bytes(),
         (None, Some(p)) if p == Path::new("-") => {
             let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("cannot read the input from stdin")?;
+            std::io::stdin().read_to_end(&mut buf).context("cannot read the input from stdin")?;
             buf
         }
-        (None, Some(p)) => tokio::fs::read(p)
-            .await
-            .with_context(|| format!("cannot read input file {}", p.display()))?,
+        (None, Some(p)) => {
+            tokio::fs::read(p).await.with_context(|| format!("cannot read input file {}", p.display()))?
+        }
         (None, None) => Vec::new(),
     };
     let mut env = Vec::new();
@@ -178,10 +176,7 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         let Some((key, value)) = pair.split_once('=') else {
             bail!("--env {pair:?} is not KEY=VALUE");
         };
-        env.push(pb::EnvVar {
-            key: key.to_string(),
-            value: value.to_string(),
-        });
+        env.push(pb::EnvVar { key: key.to_string(), value: value.to_string() });
     }
     let spec = pb::TaskSpec {
         module,

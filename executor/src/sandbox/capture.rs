@@ -26,10 +26,7 @@ pub struct Capture {
 
 impl Capture {
     pub fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            buf: Arc::new(Mutex::new(Buffer::default())),
-        }
+        Self { limit, buf: Arc::new(Mutex::new(Buffer::default())) }
     }
 
     fn push(&self, data: &[u8]) {

@@ -62,10 +62,7 @@ impl EpochTicker {
                 engine.increment_epoch();
             }
         })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Self { stop, thread: Some(thread) })
     }
 }
 

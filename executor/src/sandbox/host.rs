@@ -27,12 +27,7 @@ pub struct MemoryCap {
 
 impl MemoryCap {
     pub fn new(cap: u64) -> Self {
-        Self {
-            cap,
-            used: 0,
-            max_table_elements: 1 << 20,
-            refused: None,
-        }
+        Self { cap, used: 0, max_table_elements: 1 << 20, refused: None }
     }
 }
 
@@ -71,10 +66,7 @@ mod tests {
     fn counts_all_memories_together() {
         let mut cap = MemoryCap::new(100);
         assert!(cap.memory_growing(0, 60, None).unwrap());
-        assert!(
-            !cap.memory_growing(0, 60, None).unwrap(),
-            "a second memory shares the cap"
-        );
+        assert!(!cap.memory_growing(0, 60, None).unwrap(), "a second memory shares the cap");
         assert!(cap.refused.is_some());
         assert!(cap.memory_growing(60, 100, None).unwrap());
     }

@@ -28,6 +28,9 @@ use self::host::{Host, MemoryCap};
 pub use self::programs::Program;
 use self::programs::{CommandComponent, CommandModule, Ended, Failed, TaskComponent};
 
+/// Fuel between two voluntary yields of a running guest (a few milliseconds of work).
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
 /// Limits that are the executor's, not the task's.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -100,13 +103,7 @@ impl Sandbox {
         let mut modules = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut modules, |h: &mut Host| &mut h.wasi)?;
         let ticker = EpochTicker::start(engine.clone())?;
-        Ok(Self {
-            engine,
-            components,
-            modules,
-            settings,
-            _ticker: ticker,
-        })
+        Ok(Self { engine, components, modules, settings, _ticker: ticker })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -136,17 +133,9 @@ impl Sandbox {
 
     /// Runs `job` to its end: success, guest error, trap, exhausted limit, timeout or cancel.
     pub async fn run(&self, program: &dyn Program, job: Job) -> Outcome {
-        let fuel = if job.fuel == 0 {
-            self.settings.default_fuel
-        } else {
-            job.fuel
-        };
+        let fuel = if job.fuel == 0 { self.settings.default_fuel } else { job.fuel };
         let logs = Capture::new(self.settings.max_stderr);
-        let stdout = if program.is_command() {
-            Capture::new(self.settings.max_output)
-        } else {
-            logs.clone()
-        };
+        let stdout = if program.is_command() { Capture::new(self.settings.max_output) } else { logs.clone() };
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(logs.clone());
         if program.is_command() {
@@ -155,10 +144,7 @@ impl Sandbox {
             argv.extend(job.args.iter().cloned());
             wasi.args(&argv).envs(&job.env);
         }
-        let host = Host {
-            wasi: wasi.build_p1(),
-            limits: MemoryCap::new(job.memory),
-        };
+        let host = Host { wasi: wasi.build_p1(), limits: MemoryCap::new(job.memory) };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
         if let Err(e) = store.set_fuel(fuel) {
@@ -166,6 +152,11 @@ impl Sandbox {
         }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        // Also yield every so much fuel: the fuel count is written back at those points, so a
+        // run stopped mid-flight (timeout, cancel) still reports about what it used.
+        if let Err(e) = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)) {
+            return failed(FailureKind::Trap, format!("cannot set the fuel yield interval: {e}"));
+        }
 
         let started = Instant::now();
         let ended = {
@@ -179,18 +170,9 @@ impl Sandbox {
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let refused = store.data_mut().limits.refused.take();
         let (stdout_bytes, stdout_overflow) = stdout.take();
-        let (stderr, stderr_truncated) = if program.is_command() {
-            logs.take()
-        } else {
-            (stdout_bytes.clone(), stdout_overflow)
-        };
-        let mut out = Outcome {
-            stderr,
-            stderr_truncated,
-            fuel_consumed,
-            duration,
-            ..Outcome::default()
-        };
+        let (stderr, stderr_truncated) =
+            if program.is_command() { logs.take() } else { (stdout_bytes.clone(), stdout_overflow) };
+        let mut out = Outcome { stderr, stderr_truncated, fuel_consumed, duration, ..Outcome::default() };
         if program.is_command() {
             out.output = stdout_bytes;
         }
@@ -198,10 +180,7 @@ impl Sandbox {
             (Some(why), _) => Some((FailureKind::MemoryLimit, why)),
             (None, Err(Stop::Timeout)) => Some((
                 FailureKind::Timeout,
-                format!(
-                    "the task ran past its timeout of {}",
-                    humantime::format_duration(job.timeout)
-                ),
+                format!("the task ran past its timeout of {}", humantime::format_duration(job.timeout)),
             )),
             (None, Err(Stop::Cancelled)) => Some((FailureKind::Cancelled, "cancelled while running".to_string())),
             (None, Ok(Err(Failed::Instantiate(e)))) => Some(classify(&e, fuel, FailureKind::InvalidModule)),
@@ -229,17 +208,11 @@ impl Sandbox {
     fn too_big(&self, len: usize) -> Option<(FailureKind, String)> {
         let max = self.settings.max_output;
         (len > max).then(|| {
-            let size = if len == max + 1 {
-                format!("more than {}", Size(max as u64))
-            } else {
-                Size(len as u64).to_string()
-            };
+            let size =
+                if len == max + 1 { format!("more than {}", Size(max as u64)) } else { Size(len as u64).to_string() };
             (
                 FailureKind::OutputTooLarge,
-                format!(
-                    "output too large: {size}, over the limit max-output-size = {}",
-                    Size(max as u64)
-                ),
+                format!("output too large: {size}, over the limit max-output-size = {}", Size(max as u64)),
             )
         })
     }
@@ -251,29 +224,17 @@ enum Stop {
 }
 
 fn failed(kind: FailureKind, message: String) -> Outcome {
-    Outcome {
-        failure: Some((kind, message)),
-        ..Outcome::default()
-    }
+    Outcome { failure: Some((kind, message)), ..Outcome::default() }
 }
 
 /// Names a wasmtime error: exhausted fuel, stack overflow and other traps by their code;
 /// anything else as `otherwise` (an instantiation problem is an invalid module).
 fn classify(e: &wasmtime::Error, fuel: u64, otherwise: FailureKind) -> (FailureKind, String) {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => (
-            FailureKind::OutOfFuel,
-            format!("the task used all of its {fuel} units of fuel"),
-        ),
-        Some(Trap::StackOverflow) => (
-            FailureKind::Trap,
-            "stack overflow: the task recursed too deeply".to_string(),
-        ),
-        Some(trap) => (FailureKind::Trap, format!("wasm trap: {trap}")),
-        None => (
-            otherwise,
-            format!("{e:#}").lines().next().unwrap_or_default().to_string(),
-        ),
+        Some(Trap::OutOfFuel) => (FailureKind::OutOfFuel, format!("the task used all of its {fuel} units of fuel")),
+        Some(Trap::StackOverflow) => (FailureKind::Trap, "stack overflow: the task recursed too deeply".to_string()),
+        Some(trap) => (FailureKind::Trap, trap.to_string()),
+        None => (otherwise, format!("{e:#}").lines().next().unwrap_or_default().to_string()),
     }
 }
 #[cfg(test)]

@@ -77,11 +77,7 @@ impl Program for TaskComponent {
     }
 
     async fn run(&self, store: &mut Store<Host>, input: &[u8]) -> Result<Ended, Failed> {
-        let task = self
-            .0
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(Failed::Instantiate)?;
+        let task = self.0.instantiate_async(&mut *store).await.map_err(Failed::Instantiate)?;
         match task.call_run(&mut *store, input).await {
             Ok(Ok(output)) => Ok(Ended::Output(output)),
             Ok(Err(message)) => Ok(Ended::Error(message)),
@@ -97,11 +93,7 @@ impl Program for CommandComponent {
     }
 
     async fn run(&self, store: &mut Store<Host>, _input: &[u8]) -> Result<Ended, Failed> {
-        let command = self
-            .0
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(Failed::Instantiate)?;
+        let command = self.0.instantiate_async(&mut *store).await.map_err(Failed::Instantiate)?;
         match command.wasi_cli_run().call_run(&mut *store).await {
             Ok(Ok(())) => Ok(Ended::Exited(0)),
             Ok(Err(())) => Ok(Ended::Exited(1)),
@@ -117,14 +109,8 @@ impl Program for CommandModule {
     }
 
     async fn run(&self, store: &mut Store<Host>, _input: &[u8]) -> Result<Ended, Failed> {
-        let instance = self
-            .0
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(Failed::Instantiate)?;
-        let start = instance
-            .get_typed_func::<(), ()>(&mut *store, "_start")
-            .map_err(Failed::Instantiate)?;
+        let instance = self.0.instantiate_async(&mut *store).await.map_err(Failed::Instantiate)?;
+        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start").map_err(Failed::Instantiate)?;
         match start.call_async(&mut *store, ()).await {
             Ok(()) => Ok(Ended::Exited(0)),
             Err(e) => exit_code(e),

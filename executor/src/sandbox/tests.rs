@@ -10,11 +10,7 @@ use super::*;
 const MIB: u64 = 1024 * 1024;
 
 fn sandbox() -> Sandbox {
-    let settings = Settings {
-        default_fuel: 1_000_000_000,
-        max_output: 1024,
-        max_stderr: 1024,
-    };
+    let settings = Settings { default_fuel: 1_000_000_000, max_output: 1024, max_stderr: 1024 };
     Sandbox::new(2, settings).unwrap()
 }
 
@@ -56,10 +52,7 @@ async fn echo_returns_its_input_and_counts_fuel() {
 async fn guest_errors_traps_and_limits_are_named() {
     let sb = sandbox();
     let o = run(&sb, Kind::Component, &guests::fail(), job(b"")).await;
-    assert_eq!(
-        o.failure,
-        Some((FailureKind::TaskError, "the input was rejected".into()))
-    );
+    assert_eq!(o.failure, Some((FailureKind::TaskError, "the input was rejected".into())));
 
     let mut j = job(b"");
     j.fuel = 100_000;
@@ -94,11 +87,7 @@ async fn an_endless_loop_stops_at_its_timeout() {
     let started = Instant::now();
     let o = run(&sb, Kind::Component, &guests::spin(), j).await;
     assert_eq!(kind(&o), Some(FailureKind::Timeout));
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,10 +118,7 @@ async fn output_over_the_limit_is_refused() {
 async fn wasi_commands_read_stdin_write_stdout_and_exit() {
     let sb = sandbox();
     let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(b"hi there")).await;
-    assert_eq!(
-        (o.failure, o.exit_code, o.output),
-        (None, Some(0), b"hi there".to_vec())
-    );
+    assert_eq!((o.failure, o.exit_code, o.output), (None, Some(0), b"hi there".to_vec()));
     let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(b"3 exit")).await;
     assert_eq!(o.exit_code, Some(3));
     assert_eq!(kind(&o), Some(FailureKind::TaskError));

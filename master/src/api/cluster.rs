@@ -51,14 +51,9 @@ pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
     let executors = sm
         .executors()
         .map(|e| {
-            let session = node
-                .replica
-                .sessions
-                .info(&e.name)
-                .filter(|s| s.incarnation == e.incarnation);
-            let ago = session.map_or(-1, |s| {
-                i64::try_from(now.duration_since(s.last_seen).as_millis()).unwrap_or(i64::MAX)
-            });
+            let session = node.replica.sessions.info(&e.name).filter(|s| s.incarnation == e.incarnation);
+            let ago =
+                session.map_or(-1, |s| i64::try_from(now.duration_since(s.last_seen).as_millis()).unwrap_or(i64::MAX));
             convert::executor_info(e, session.is_some_and(|s| s.connected), ago)
         })
         .collect();

@@ -50,10 +50,7 @@ impl ExecutorGateway for GatewayService {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello from the executor"))??;
-        let Some(pb::ExecutorMessage {
-            kind: Some(Kind::Hello(hello)),
-        }) = first
-        else {
+        let Some(pb::ExecutorMessage { kind: Some(Kind::Hello(hello)) }) = first else {
             return Err(Status::invalid_argument("an executor stream must start with hello"));
         };
         if hello.name.is_empty() || hello.slots == 0 {
@@ -67,20 +64,14 @@ impl ExecutorGateway for GatewayService {
     type FetchModuleStream = ChunkStream;
 
     async fn fetch_module(&self, req: Request<pb::FetchModuleRequest>) -> Result<Response<ChunkStream>, Status> {
-        let digest: Digest = req
-            .into_inner()
-            .digest
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let digest: Digest = req.into_inner().digest.parse().map_err(|e| Status::invalid_argument(format!("{e}")))?;
         let blobs = self.node.replica.blobs.clone();
         let bytes = tokio::task::spawn_blocking(move || blobs.get(&digest))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|_| Status::not_found(format!("module {digest} is not stored on this master")))?;
-        let chunks: Vec<Result<pb::ModuleChunk, Status>> = bytes
-            .chunks(wasmgrid_proto::CHUNK_SIZE)
-            .map(|c| Ok(pb::ModuleChunk { data: c.to_vec() }))
-            .collect();
+        let chunks: Vec<Result<pb::ModuleChunk, Status>> =
+            bytes.chunks(wasmgrid_proto::CHUNK_SIZE).map(|c| Ok(pb::ModuleChunk { data: c.to_vec() })).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }
@@ -117,14 +108,7 @@ async fn serve(
         leader: node.config.name.clone(),
     };
     let _ = tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await;
-    let held: Vec<RunRef> = hello
-        .running
-        .iter()
-        .map(|r| RunRef {
-            task: r.task_id,
-            attempt: r.attempt,
-        })
-        .collect();
+    let held: Vec<RunRef> = hello.running.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
     match node.replica.reconcile(&name, &held) {
         Ok((0, 0)) => {}
         Ok((resent, stopped)) => {
@@ -161,10 +145,7 @@ async fn serve(
     }
     if node.replica.sessions.close(&name, session) && node.is_leader() {
         // No new tasks go there until it is back; its running ones wait out its lease.
-        node.proposer.propose_detached(Command::Disconnected {
-            name: name.clone(),
-            incarnation: hello.incarnation,
-        });
+        node.proposer.propose_detached(Command::Disconnected { name: name.clone(), incarnation: hello.incarnation });
     }
     tracing::info!(executor = %name, "executor disconnected");
 }

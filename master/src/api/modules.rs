@@ -28,11 +28,7 @@ pub async fn upload(node: &Arc<Node>, mut stream: Streaming<pb::UploadModuleRequ
     };
     let mut bytes = Vec::new();
     let mut hasher = Hasher::default();
-    while let Some(msg) = stream
-        .message()
-        .await
-        .map_err(|s| ApiError::InvalidArgument(s.message().to_string()))?
-    {
+    while let Some(msg) = stream.message().await.map_err(|s| ApiError::InvalidArgument(s.message().to_string()))? {
         match msg.part {
             Some(Part::Header(h)) => {
                 if h.size > max {
@@ -59,20 +55,12 @@ pub async fn upload(node: &Arc<Node>, mut stream: Streaming<pb::UploadModuleRequ
     let replica = node.replica.clone();
     let kind = tokio::task::spawn_blocking(move || {
         let kind = validate(&bytes).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        replica
-            .blobs
-            .put(&digest, &bytes)
-            .map_err(|e| ApiError::Internal(format!("cannot store module: {e}")))?;
+        replica.blobs.put(&digest, &bytes).map_err(|e| ApiError::Internal(format!("cannot store module: {e}")))?;
         Ok::<_, ApiError>(kind)
     })
     .await
     .map_err(|_| ApiError::InvalidArgument("invalid module: the validator could not read it".into()))??;
-    let meta = ModuleMeta {
-        digest,
-        size,
-        kind,
-        created_at_ms: now_ms(),
-    };
+    let meta = ModuleMeta { digest, size, kind, created_at_ms: now_ms() };
     node.propose(Command::PutModule(meta)).await?;
     tracing::info!(module = %digest, size, kind = kind.as_str(), "module stored");
     let stored = node.replica.read().module(&digest).map(convert::module);

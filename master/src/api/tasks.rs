@@ -39,11 +39,7 @@ pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::Subm
             id.copy_from_slice(&req.request_id);
             Some(id)
         }
-        n => {
-            return Err(ApiError::InvalidArgument(format!(
-                "request_id must be 16 bytes, not {n}"
-            )))
-        }
+        n => return Err(ApiError::InvalidArgument(format!("request_id must be 16 bytes, not {n}"))),
     };
     let mut tasks = Vec::with_capacity(req.tasks.len());
     for spec in req.tasks {
@@ -52,9 +48,7 @@ pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::Subm
     {
         let sm = node.replica.read();
         if let Some(t) = tasks.iter().find(|t| sm.module(&t.spec.module).is_none()) {
-            return Err(ApiError::FailedPrecondition(
-                Refusal::UnknownModule(t.spec.module.to_string()).to_string(),
-            ));
+            return Err(ApiError::FailedPrecondition(Refusal::UnknownModule(t.spec.module.to_string()).to_string()));
         }
     }
     match node.propose(Command::Submit { request_id, tasks }).await? {
@@ -67,10 +61,7 @@ pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::Subm
 /// Checks one spec and fills in the master's defaults.
 fn new_task(node: &Node, spec: pb::TaskSpec) -> Result<NewTask, ApiError> {
     let cfg = &node.config;
-    let module: Digest = spec
-        .module
-        .parse()
-        .map_err(|e| ApiError::InvalidArgument(format!("{e}")))?;
+    let module: Digest = spec.module.parse().map_err(|e| ApiError::InvalidArgument(format!("{e}")))?;
     if spec.input.len() as u64 > cfg.max_input_size {
         return Err(ApiError::InvalidArgument(format!(
             "task input is {}, larger than the limit max-input-size = {}",
@@ -81,46 +72,27 @@ fn new_task(node: &Node, spec: pb::TaskSpec) -> Result<NewTask, ApiError> {
     let l = spec.limits.unwrap_or_default();
     let limits = Limits {
         fuel: l.fuel,
-        memory: if l.memory_bytes == 0 {
-            cfg.default_memory
-        } else {
-            l.memory_bytes
-        },
+        memory: if l.memory_bytes == 0 { cfg.default_memory } else { l.memory_bytes },
         timeout_ms: if l.timeout_ms == 0 {
             u64::try_from(cfg.default_timeout.as_millis()).unwrap_or(u64::MAX)
         } else {
             l.timeout_ms
         },
     };
-    if let Some(e) = spec
-        .env
-        .iter()
-        .find(|e| e.key.is_empty() || e.key.contains('=') || e.key.contains('\0'))
-    {
+    if let Some(e) = spec.env.iter().find(|e| e.key.is_empty() || e.key.contains('=') || e.key.contains('\0')) {
         return Err(ApiError::InvalidArgument(format!(
             "environment variable name `{}` is invalid: it must be non-empty, without '=' or NUL",
             e.key
         )));
     }
-    if spec
-        .args
-        .iter()
-        .chain(spec.env.iter().map(|e| &e.value))
-        .any(|a| a.contains('\0'))
-    {
-        return Err(ApiError::InvalidArgument(
-            "arguments and environment values cannot contain NUL bytes".into(),
-        ));
+    if spec.args.iter().chain(spec.env.iter().map(|e| &e.value)).any(|a| a.contains('\0')) {
+        return Err(ApiError::InvalidArgument("arguments and environment values cannot contain NUL bytes".into()));
     }
     Ok(NewTask {
         spec: TaskSpec {
             module,
             limits,
-            max_attempts: if spec.max_attempts == 0 {
-                cfg.default_max_attempts
-            } else {
-                spec.max_attempts
-            },
+            max_attempts: if spec.max_attempts == 0 { cfg.default_max_attempts } else { spec.max_attempts },
             priority: spec.priority,
             args: spec.args,
             env: spec.env.into_iter().map(|e| (e.key, e.value)).collect(),
@@ -131,9 +103,7 @@ fn new_task(node: &Node, spec: pb::TaskSpec) -> Result<NewTask, ApiError> {
 
 pub fn get(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
     node.ensure_leader()?;
-    node.replica
-        .task(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+    node.replica.task(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
 }
 
 pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
@@ -142,9 +112,7 @@ pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
         Response::Refused(Refusal::TaskNotFound(_)) => Err(ApiError::NotFound(format!("task {id} not found"))),
         Response::Refused(Refusal::AlreadyFinished(_)) => {
             let state = node.replica.db.task(id)?.map_or("finished", |t| t.state.as_str());
-            Err(ApiError::FailedPrecondition(format!(
-                "task {id} has already finished ({state})"
-            )))
+            Err(ApiError::FailedPrecondition(format!("task {id} has already finished ({state})")))
         }
         _ => get(node, id),
     }
@@ -224,8 +192,5 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
 }
 
 fn is_final(t: &pb::Task) -> bool {
-    matches!(
-        t.state(),
-        pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled
-    )
+    matches!(t.state(), pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled)
 }

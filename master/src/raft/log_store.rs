@@ -31,23 +31,10 @@ const PURGED: &str = "last_purged";
 const MAX_OPS_PER_COMMIT: usize = 4096;
 
 enum Op {
-    Append {
-        rows: Vec<(LogId, Vec<u8>)>,
-        done: LogFlushed<TypeConfig>,
-    },
-    Truncate {
-        since: u64,
-        done: oneshot::Sender<Result<(), StorageError>>,
-    },
-    Purge {
-        upto: LogId,
-        done: oneshot::Sender<Result<(), StorageError>>,
-    },
-    Meta {
-        key: &'static str,
-        value: Vec<u8>,
-        done: Option<oneshot::Sender<Result<(), StorageError>>>,
-    },
+    Append { rows: Vec<(LogId, Vec<u8>)>, done: LogFlushed<TypeConfig> },
+    Truncate { since: u64, done: oneshot::Sender<Result<(), StorageError>> },
+    Purge { upto: LogId, done: oneshot::Sender<Result<(), StorageError>> },
+    Meta { key: &'static str, value: Vec<u8>, done: Option<oneshot::Sender<Result<(), StorageError>>> },
 }
 
 struct Shared {
@@ -95,16 +82,12 @@ impl LogStore {
         });
         let (writer, ops) = std_mpsc::channel();
         let for_thread = shared.clone();
-        std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || write_loop(&for_thread, &ops))?;
+        std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || write_loop(&for_thread, &ops))?;
         Ok(Self { shared, writer })
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError> {
-        self.writer
-            .send(op)
-            .map_err(|_| StorageError::Corrupt("raft log writer has stopped".into()))
+        self.writer.send(op).map_err(|_| StorageError::Corrupt("raft log writer has stopped".into()))
     }
 
     async fn wait(&self, make: impl FnOnce(oneshot::Sender<Result<(), StorageError>>) -> Op) -> Result<(), StorageErr> {
@@ -125,10 +108,8 @@ impl LogStore {
     fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, StorageError> {
         // Pending first, then the database: an entry leaves `pending` only after its commit,
         // so whatever this misses in one it finds in the other.
-        let mut found: BTreeMap<u64, Entry> = lock(&self.shared.pending)
-            .range((start, end))
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
+        let mut found: BTreeMap<u64, Entry> =
+            lock(&self.shared.pending).range((start, end)).map(|(k, v)| (*k, v.clone())).collect();
         let tx = self.shared.db.begin_read()?;
         let log = tx.open_table(LOG)?;
         for row in log.range::<u64>((start, end))? {
@@ -181,11 +162,7 @@ fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
 fn commit(shared: &Shared, batch: &[Op]) -> Result<(), StorageError> {
     let mut tx = shared.db.begin_write()?;
     let durable = batch.iter().any(|op| !matches!(op, Op::Meta { done: None, .. }));
-    tx.set_durability(if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    })?;
+    tx.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
     {
         let mut log = tx.open_table(LOG)?;
         let mut meta = tx.open_table(META)?;
@@ -220,10 +197,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageErr> {
         let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.read_range(start, end))
-            .await
-            .map_err(read_err)?
-            .map_err(read_err)
+        tokio::task::spawn_blocking(move || this.read_range(start, end)).await.map_err(read_err)?.map_err(read_err)
     }
 }
 
@@ -233,10 +207,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageErr> {
         let last_purged = *lock(&self.shared.last_purged);
         let last_log = (*lock(&self.shared.last_log)).or(last_purged);
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last_log,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last_log })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -245,12 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageErr> {
         let value = encode(vote).map_err(io_err)?;
-        self.wait(|done| Op::Meta {
-            key: VOTE,
-            value,
-            done: Some(done),
-        })
-        .await
+        self.wait(|done| Op::Meta { key: VOTE, value, done: Some(done) }).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageErr> {
@@ -259,12 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageErr> {
         let value = encode(&committed).map_err(io_err)?;
-        self.send(Op::Meta {
-            key: COMMITTED,
-            value,
-            done: None,
-        })
-        .map_err(io_err)
+        self.send(Op::Meta { key: COMMITTED, value, done: None }).map_err(io_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageErr> {
@@ -302,8 +263,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let before = if since == 0 {
             Vec::new()
         } else {
-            self.read_range(Bound::Included(since - 1), Bound::Excluded(since))
-                .map_err(read_err)?
+            self.read_range(Bound::Included(since - 1), Bound::Excluded(since)).map_err(read_err)?
         };
         let purged = *lock(&self.shared.last_purged);
         *lock(&self.shared.last_log) = before.last().map(|e| *e.get_log_id()).or(purged);

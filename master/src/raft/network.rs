@@ -29,11 +29,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        PeerClient {
-            target,
-            addr: node.peer_addr.clone(),
-            client: None,
-        }
+        PeerClient { target, addr: node.peer_addr.clone(), client: None }
     }
 }
 
@@ -73,9 +69,7 @@ impl PeerClient {
             );
         }
         let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
-                "no client",
-            ))));
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other("no client"))));
         };
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(ttl);

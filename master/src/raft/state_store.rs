@@ -35,13 +35,7 @@ impl StateStore {
         }
         let last_applied = replica.db.meta::<Option<LogId>>(LAST_APPLIED)?.flatten();
         let membership = replica.db.meta(MEMBERSHIP)?.unwrap_or_default();
-        Ok(Self {
-            replica,
-            dir: snapshot_dir,
-            last_applied,
-            membership,
-            incoming: None,
-        })
+        Ok(Self { replica, dir: snapshot_dir, last_applied, membership, incoming: None })
     }
 }
 
@@ -65,22 +59,12 @@ fn snapshot_meta(path: &Path) -> Result<SnapshotMeta, StorageError> {
     let meta = snapshot::read_meta(path)?;
     let last_log_id: Option<LogId> = meta.get(LAST_APPLIED).map(|v| decode(v)).transpose()?.flatten();
     let last_membership: StoredMembership = meta.get(MEMBERSHIP).map(|v| decode(v)).transpose()?.unwrap_or_default();
-    let snapshot_id = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(SnapshotMeta {
-        last_log_id,
-        last_membership,
-        snapshot_id,
-    })
+    let snapshot_id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(SnapshotMeta { last_log_id, last_membership, snapshot_id })
 }
 
 fn snapshot_name(last: Option<LogId>) -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     match last {
         Some(l) => format!("{:020}-{}-{millis}", l.index, l.leader_id.term),
         None => format!("{:020}-0-{millis}", 0),
@@ -101,10 +85,7 @@ fn remove_others(dir: &Path, keep: &Path) {
 
 async fn open_snapshot(meta: SnapshotMeta, path: &Path) -> Result<Snapshot, StorageErr> {
     let file = tokio::fs::File::open(path).await.map_err(read_err)?;
-    Ok(RaftSnapshot {
-        meta,
-        snapshot: Box::new(file),
-    })
+    Ok(RaftSnapshot { meta, snapshot: Box::new(file) })
 }
 
 pub struct SnapshotBuilder {
@@ -168,17 +149,11 @@ impl RaftStateMachine<TypeConfig> for StateStore {
             (MEMBERSHIP, encode(&self.membership).map_err(io_err)?),
         ];
         let replica = self.replica.clone();
-        tokio::task::spawn_blocking(move || replica.apply(batches, meta))
-            .await
-            .map_err(io_err)?
-            .map_err(io_err)
+        tokio::task::spawn_blocking(move || replica.apply(batches, meta)).await.map_err(io_err)?.map_err(io_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            replica: self.replica.clone(),
-            dir: self.dir.clone(),
-        }
+        SnapshotBuilder { replica: self.replica.clone(), dir: self.dir.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageErr> {
@@ -200,11 +175,10 @@ impl RaftStateMachine<TypeConfig> for StateStore {
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageErr> {
-        let incoming = self.incoming.take().ok_or_else(|| {
-            io_err(StorageError::Corrupt(
-                "snapshot installed without being received".into(),
-            ))
-        })?;
+        let incoming = self
+            .incoming
+            .take()
+            .ok_or_else(|| io_err(StorageError::Corrupt("snapshot installed without being received".into())))?;
         snapshot.sync_all().await.map_err(io_err)?;
         drop(snapshot);
         let path = self.dir.join(format!("{}.{SNAPSHOT_EXT}", meta.snapshot_id));
@@ -234,10 +208,8 @@ impl RaftStateMachine<TypeConfig> for StateStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageErr> {
         let dir = self.dir.clone();
-        let found = tokio::task::spawn_blocking(move || newest_snapshot(&dir))
-            .await
-            .map_err(read_err)?
-            .map_err(read_err)?;
+        let found =
+            tokio::task::spawn_blocking(move || newest_snapshot(&dir)).await.map_err(read_err)?.map_err(read_err)?;
         match found {
             Some((meta, path)) => Ok(Some(open_snapshot(meta, &path).await?)),
             None => Ok(None),

@@ -49,8 +49,7 @@ pub struct ExecutorRecord {
 
 impl ExecutorRecord {
     pub fn free_slots(&self) -> u32 {
-        self.slots
-            .saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
+        self.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
     }
 
     pub fn free_memory(&self) -> u64 {

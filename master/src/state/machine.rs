@@ -48,10 +48,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn new() -> Self {
-        Self {
-            next_task_id: 1,
-            ..Default::default()
-        }
+        Self { next_task_id: 1, ..Default::default() }
     }
 
     /// Rebuilds the machine from stored records; derived state (the queue, what runs where)
@@ -63,10 +60,7 @@ impl StateMachine {
         live: impl IntoIterator<Item = TaskRecord>,
         requests: impl IntoIterator<Item = (RequestId, Vec<TaskId>, i64)>,
     ) -> Self {
-        let mut sm = Self {
-            next_task_id: next_task_id.max(1),
-            ..Default::default()
-        };
+        let mut sm = Self { next_task_id: next_task_id.max(1), ..Default::default() };
         sm.modules = modules.into_iter().map(|m| (m.digest, m)).collect();
         sm.executors = executors
             .into_iter()
@@ -129,22 +123,8 @@ impl StateMachine {
                 Ok(()) => Response::Done,
                 Err(refusal) => Response::Refused(refusal),
             },
-            Command::Register {
-                name,
-                addr,
-                incarnation,
-                slots,
-                memory,
-                lease_ms,
-            } => {
-                let e = Registration {
-                    name,
-                    addr,
-                    incarnation,
-                    slots,
-                    memory,
-                    lease_ms,
-                };
+            Command::Register { name, addr, incarnation, slots, memory, lease_ms } => {
+                let e = Registration { name, addr, incarnation, slots, memory, lease_ms };
                 self.register(e, now, fx);
                 Response::Done
             }
@@ -212,10 +192,7 @@ impl StateMachine {
     }
 
     fn finish(&mut self, r: Report, now: i64, fx: &mut Effects) {
-        let run = RunRef {
-            task: r.task,
-            attempt: r.attempt,
-        };
+        let run = RunRef { task: r.task, attempt: r.attempt };
         fx.acks.push((r.executor.clone(), run));
         let current = self.live.get(&r.task).is_some_and(|t| {
             t.state == TaskState::Running && t.attempts == r.attempt && t.executor.as_deref() == Some(&r.executor)
@@ -239,11 +216,7 @@ impl StateMachine {
         t.duration_ms = r.duration_ms;
         t.exit_code = r.exit_code;
         t.stderr_truncated = r.stderr_truncated;
-        let state = if r.failure.is_some() {
-            TaskState::Failed
-        } else {
-            TaskState::Succeeded
-        };
+        let state = if r.failure.is_some() { TaskState::Failed } else { TaskState::Succeeded };
         let error = r.failure;
         fx.outputs.push((r.task, r.output));
         self.finalize(r.task, state, error, now, fx);
@@ -262,13 +235,7 @@ impl StateMachine {
                 self.queue.remove(&(Reverse(t.spec.priority), id));
             }
             (TaskState::Running, Some(executor)) => {
-                fx.stop.push((
-                    executor,
-                    RunRef {
-                        task: id,
-                        attempt: t.attempts,
-                    },
-                ));
+                fx.stop.push((executor, RunRef { task: id, attempt: t.attempts }));
                 self.release(id);
             }
             _ => {}
@@ -279,14 +246,7 @@ impl StateMachine {
     }
 
     fn register(&mut self, r: Registration, now: i64, fx: &mut Effects) {
-        let Registration {
-            name,
-            addr,
-            incarnation,
-            slots,
-            memory,
-            lease_ms,
-        } = r;
+        let Registration { name, addr, incarnation, slots, memory, lease_ms } = r;
         let restarted = self.executors.get(&name).is_some_and(|e| e.incarnation != incarnation);
         if restarted {
             // A new process under an old name: whatever the old one ran is gone.
@@ -329,26 +289,14 @@ impl StateMachine {
             let Some(t) = self.live.get_mut(&id) else {
                 continue;
             };
-            fx.stop.push((
-                name.to_string(),
-                RunRef {
-                    task: id,
-                    attempt: t.attempts,
-                },
-            ));
+            fx.stop.push((name.to_string(), RunRef { task: id, attempt: t.attempts }));
             if t.attempts < t.spec.max_attempts {
                 t.state = TaskState::Pending;
                 self.queue.insert((Reverse(t.spec.priority), id));
                 fx.changed.insert(id);
             } else {
                 let message = format!("executor {name} was lost; gave up after {} attempts", t.attempts);
-                self.finalize(
-                    id,
-                    TaskState::Failed,
-                    Some(Failure::new(FailureKind::ExecutorLost, message)),
-                    now,
-                    fx,
-                );
+                self.finalize(id, TaskState::Failed, Some(Failure::new(FailureKind::ExecutorLost, message)), now, fx);
             }
         }
     }

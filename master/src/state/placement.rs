@@ -23,12 +23,7 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
     if sm.queue.is_empty() {
         return;
     }
-    let mut open: Vec<String> = sm
-        .executors
-        .values()
-        .filter(|e| e.fits_now(0))
-        .map(|e| e.name.clone())
-        .collect();
+    let mut open: Vec<String> = sm.executors.values().filter(|e| e.fits_now(0)).map(|e| e.name.clone()).collect();
     let mut placed = Vec::new();
     let mut misfits = 0;
     for &(Reverse(priority), id) in &sm.queue {
@@ -78,21 +73,14 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
 /// then by name so every master picks the same one.
 fn load_order(a: &ExecutorRecord, b: &ExecutorRecord) -> Ordering {
     let (ra, rb) = (a.running.len() as u64, b.running.len() as u64);
-    (ra * u64::from(b.slots))
-        .cmp(&(rb * u64::from(a.slots)))
-        .then(ra.cmp(&rb))
-        .then_with(|| a.name.cmp(&b.name))
+    (ra * u64::from(b.slots)).cmp(&(rb * u64::from(a.slots))).then(ra.cmp(&rb)).then_with(|| a.name.cmp(&b.name))
 }
 
 pub(super) fn pending_reason(sm: &StateMachine, t: &TaskRecord) -> String {
     if t.state != TaskState::Pending {
         return String::new();
     }
-    let usable: Vec<&ExecutorRecord> = sm
-        .executors
-        .values()
-        .filter(|e| e.state == ExecutorState::Alive)
-        .collect();
+    let usable: Vec<&ExecutorRecord> = sm.executors.values().filter(|e| e.state == ExecutorState::Alive).collect();
     if usable.is_empty() {
         return "no executor is available".to_string();
     }

@@ -13,11 +13,7 @@ fn module() -> Digest {
 fn spec(memory_mib: u64, priority: i32) -> TaskSpec {
     TaskSpec {
         module: module(),
-        limits: Limits {
-            fuel: 0,
-            memory: memory_mib * MIB,
-            timeout_ms: 1000,
-        },
+        limits: Limits { fuel: 0, memory: memory_mib * MIB, timeout_ms: 1000 },
         max_attempts: 2,
         priority,
         args: vec![],
@@ -32,16 +28,8 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let mut w = Self {
-            sm: StateMachine::new(),
-            now: 1_000,
-        };
-        let meta = ModuleMeta {
-            digest: module(),
-            size: 1,
-            kind: ModuleKind::Component,
-            created_at_ms: 0,
-        };
+        let mut w = Self { sm: StateMachine::new(), now: 1_000 };
+        let meta = ModuleMeta { digest: module(), size: 1, kind: ModuleKind::Component, created_at_ms: 0 };
         w.apply(vec![Command::PutModule(meta)]);
         w
     }
@@ -49,13 +37,7 @@ impl World {
     fn apply(&mut self, commands: Vec<Command>) -> (Vec<Response>, Effects) {
         self.now += 10;
         let mut fx = Effects::default();
-        let r = self.sm.apply(
-            Batch {
-                at_ms: self.now,
-                commands,
-            },
-            &mut fx,
-        );
+        let r = self.sm.apply(Batch { at_ms: self.now, commands }, &mut fx);
         (r, fx)
     }
 
@@ -72,17 +54,8 @@ impl World {
     }
 
     fn submit(&mut self, specs: Vec<TaskSpec>) -> (Vec<TaskId>, Effects) {
-        let tasks = specs
-            .into_iter()
-            .map(|spec| NewTask {
-                spec,
-                input: b"in".to_vec(),
-            })
-            .collect();
-        let (r, fx) = self.apply(vec![Command::Submit {
-            request_id: None,
-            tasks,
-        }]);
+        let tasks = specs.into_iter().map(|spec| NewTask { spec, input: b"in".to_vec() }).collect();
+        let (r, fx) = self.apply(vec![Command::Submit { request_id: None, tasks }]);
         match &r[0] {
             Response::Submitted(ids) => (ids.clone(), fx),
             other => panic!("unexpected {other:?}"),
@@ -95,10 +68,7 @@ impl World {
             attempt,
             executor: executor.into(),
             failure,
-            output: TaskOutput {
-                output: b"out".to_vec(),
-                stderr: vec![],
-            },
+            output: TaskOutput { output: b"out".to_vec(), stderr: vec![] },
             fuel_consumed: 7,
             duration_ms: 3,
             exit_code: None,
@@ -190,10 +160,7 @@ fn a_task_too_big_for_any_executor_waits_with_a_reason_without_blocking_others()
     let (ids, fx) = w.submit(vec![spec(900 * 1024, 9), spec(16, 0)]);
     assert_eq!(placed(&fx), vec![(ids[1], "small".into())]);
     let big = w.sm.live_task(ids[0]).unwrap();
-    assert_eq!(
-        w.sm.pending_reason(big),
-        "needs 900GiB of memory, largest executor has 64MiB"
-    );
+    assert_eq!(w.sm.pending_reason(big), "needs 900GiB of memory, largest executor has 64MiB");
     let fx = w.register("big", 1, 1024 * 1024, 1);
     assert_eq!(placed(&fx), vec![(ids[0], "big".into())]);
 }
@@ -219,16 +186,7 @@ fn cancel_pending_running_finished_and_unknown() {
     assert!(fx.stop.is_empty());
 
     let (_, fx) = w.apply(vec![Command::Cancel(ids[0])]);
-    assert_eq!(
-        fx.stop,
-        vec![(
-            "e".to_string(),
-            RunRef {
-                task: ids[0],
-                attempt: 1
-            }
-        )]
-    );
+    assert_eq!(fx.stop, vec![("e".to_string(), RunRef { task: ids[0], attempt: 1 })]);
     assert_eq!(w.sm.executor("e").unwrap().free_slots(), 1);
 
     let (r, _) = w.apply(vec![Command::Cancel(ids[0])]);
@@ -243,19 +201,13 @@ fn a_lost_executor_moves_its_tasks_and_counts_attempts() {
     w.register("a", 1, 256, 1);
     let (ids, _) = w.submit(vec![spec(1, 0)]);
     w.register("b", 1, 256, 1);
-    let (_, fx) = w.apply(vec![Command::ExecutorLost {
-        name: "a".into(),
-        incarnation: 1,
-    }]);
+    let (_, fx) = w.apply(vec![Command::ExecutorLost { name: "a".into(), incarnation: 1 }]);
     assert_eq!(placed(&fx), vec![(ids[0], "b".into())]);
     assert_eq!(fx.dispatch[0].attempt, 2);
     assert_eq!(w.sm.executor("a").unwrap().state, ExecutorState::Lost);
 
     // Out of attempts (max 2): the task fails as executor_lost.
-    let (_, fx) = w.apply(vec![Command::ExecutorLost {
-        name: "b".into(),
-        incarnation: 1,
-    }]);
+    let (_, fx) = w.apply(vec![Command::ExecutorLost { name: "b".into(), incarnation: 1 }]);
     assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::ExecutorLost);
     assert_eq!(fx.finished[0].attempts, 2);
 
@@ -269,10 +221,7 @@ fn a_stale_lost_notice_for_an_old_incarnation_is_ignored() {
     let mut w = World::new();
     w.register("a", 1, 256, 1);
     w.register("a", 1, 256, 2);
-    w.apply(vec![Command::ExecutorLost {
-        name: "a".into(),
-        incarnation: 1,
-    }]);
+    w.apply(vec![Command::ExecutorLost { name: "a".into(), incarnation: 1 }]);
     assert_eq!(w.sm.executor("a").unwrap().state, ExecutorState::Alive);
 }
 
@@ -295,12 +244,7 @@ fn an_executor_lost_failure_is_retried_others_are_final() {
     let mut w = World::new();
     w.register("a", 1, 256, 1);
     let (ids, _) = w.submit(vec![spec(1, 0), spec(1, 0)]);
-    let fx = w.report(
-        ids[0],
-        1,
-        "a",
-        Some(Failure::new(FailureKind::ExecutorLost, "fetch failed")),
-    );
+    let fx = w.report(ids[0], 1, "a", Some(Failure::new(FailureKind::ExecutorLost, "fetch failed")));
     assert_eq!(w.state(ids[0]), Some(TaskState::Running));
     assert_eq!(fx.dispatch[0].attempt, 2);
     let fx = w.report(ids[0], 2, "a", Some(Failure::new(FailureKind::Trap, "unreachable")));
@@ -313,10 +257,7 @@ fn a_retried_submit_returns_the_same_tasks_until_the_key_expires() {
     let mut w = World::new();
     let key = Some([7u8; 16]);
     let submit = |w: &mut World| {
-        let tasks = vec![NewTask {
-            spec: spec(1, 0),
-            input: vec![],
-        }];
+        let tasks = vec![NewTask { spec: spec(1, 0), input: vec![] }];
         w.apply(vec![Command::Submit { request_id: key, tasks }]).0
     };
     let first = submit(&mut w);
@@ -334,10 +275,7 @@ fn unknown_modules_are_refused() {
     let mut s = spec(1, 0);
     s.module = Digest::of(b"other");
     let tasks = vec![NewTask { spec: s, input: vec![] }];
-    let (r, fx) = w.apply(vec![Command::Submit {
-        request_id: None,
-        tasks,
-    }]);
+    let (r, fx) = w.apply(vec![Command::Submit { request_id: None, tasks }]);
     assert!(matches!(r[0], Response::Refused(Refusal::UnknownModule(_))));
     assert!(fx.inputs.is_empty());
 }
@@ -348,20 +286,12 @@ fn restore_rebuilds_the_queue_and_the_load() {
     w.register("a", 2, 256, 1);
     let (ids, _) = w.submit(vec![spec(10, 0), spec(10, 0), spec(10, 0)]);
     let live: Vec<TaskRecord> = w.sm.live_tasks().cloned().collect();
-    let restored = StateMachine::restore(
-        w.sm.next_task_id(),
-        w.sm.modules().cloned(),
-        w.sm.executors().cloned(),
-        live,
-        vec![],
-    );
+    let restored =
+        StateMachine::restore(w.sm.next_task_id(), w.sm.modules().cloned(), w.sm.executors().cloned(), live, vec![]);
     assert_eq!(restored.pending_count(), 1);
     assert_eq!(restored.executor("a").unwrap().running.len(), 2);
     assert_eq!(restored.executor("a").unwrap().memory_reserved, 20 * MIB);
-    let mut w2 = World {
-        sm: restored,
-        now: w.now,
-    };
+    let mut w2 = World { sm: restored, now: w.now };
     let fx = w2.report(ids[0], 1, "a", None);
     assert_eq!(placed(&fx), vec![(ids[2], "a".into())]);
 }
@@ -371,18 +301,12 @@ fn a_disconnected_executor_gets_no_new_tasks_until_it_registers_again() {
     let mut w = World::new();
     w.register("a", 2, 256, 1);
     let (first, _) = w.submit(vec![spec(1, 0)]);
-    let (_, fx) = w.apply(vec![Command::Disconnected {
-        name: "a".into(),
-        incarnation: 1,
-    }]);
+    let (_, fx) = w.apply(vec![Command::Disconnected { name: "a".into(), incarnation: 1 }]);
     assert!(fx.stop.is_empty(), "running tasks stay while the lease lasts");
     assert_eq!(w.state(first[0]), Some(TaskState::Running));
     let (second, fx) = w.submit(vec![spec(1, 0)]);
     assert!(fx.dispatch.is_empty());
-    assert_eq!(
-        w.sm.pending_reason(w.sm.live_task(second[0]).unwrap()),
-        "no executor is available"
-    );
+    assert_eq!(w.sm.pending_reason(w.sm.live_task(second[0]).unwrap()), "no executor is available");
     let fx = w.register("a", 2, 256, 1);
     assert_eq!(placed(&fx), vec![(second[0], "a".into())]);
     assert_eq!(w.state(first[0]), Some(TaskState::Running));

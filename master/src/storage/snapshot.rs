@@ -46,62 +46,27 @@ pub fn dump(db: &StateDb, path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Stor
     for row in tx.open_table(META)?.iter()? {
         let (k, v) = row?;
         meta.insert(k.value().to_string(), v.value().to_vec());
-        write_frame(
-            &mut w,
-            &Frame::Str {
-                table: T_META,
-                key: k.value().into(),
-                value: v.value().into(),
-            },
-        )?;
+        write_frame(&mut w, &Frame::Str { table: T_META, key: k.value().into(), value: v.value().into() })?;
     }
     for row in tx.open_table(EXECUTORS)?.iter()? {
         let (k, v) = row?;
-        write_frame(
-            &mut w,
-            &Frame::Str {
-                table: T_EXECUTORS,
-                key: k.value().into(),
-                value: v.value().into(),
-            },
-        )?;
+        write_frame(&mut w, &Frame::Str { table: T_EXECUTORS, key: k.value().into(), value: v.value().into() })?;
     }
     for (table, def) in [(T_MODULES, MODULES), (T_REQUESTS, REQUESTS)] {
         for row in tx.open_table(def)?.iter()? {
             let (k, v) = row?;
-            write_frame(
-                &mut w,
-                &Frame::Bytes {
-                    table,
-                    key: k.value().into(),
-                    value: v.value().into(),
-                },
-            )?;
+            write_frame(&mut w, &Frame::Bytes { table, key: k.value().into(), value: v.value().into() })?;
         }
     }
     for (table, def) in [(T_TASKS, TASKS), (T_INPUTS, INPUTS), (T_OUTPUTS, OUTPUTS)] {
         for row in tx.open_table(def)?.iter()? {
             let (k, v) = row?;
-            write_frame(
-                &mut w,
-                &Frame::Int {
-                    table,
-                    key: k.value(),
-                    value: v.value().into(),
-                },
-            )?;
+            write_frame(&mut w, &Frame::Int { table, key: k.value(), value: v.value().into() })?;
         }
     }
     for row in tx.open_table(LIVE)?.iter()? {
         let (k, _) = row?;
-        write_frame(
-            &mut w,
-            &Frame::Int {
-                table: T_LIVE,
-                key: k.value(),
-                value: Vec::new(),
-            },
-        )?;
+        write_frame(&mut w, &Frame::Int { table: T_LIVE, key: k.value(), value: Vec::new() })?;
     }
     write_frame(&mut w, &Frame::End)?;
     let f = w.into_inner().map_err(|e| e.into_error())?;
@@ -115,11 +80,7 @@ pub fn read_meta(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, StorageError>
     let mut meta = BTreeMap::new();
     loop {
         match read_frame(&mut r)? {
-            Frame::Str {
-                table: T_META,
-                key,
-                value,
-            } => {
+            Frame::Str { table: T_META, key, value } => {
                 meta.insert(key, value);
             }
             _ => return Ok(meta),
@@ -132,10 +93,7 @@ fn open(path: &Path) -> Result<BufReader<File>, StorageError> {
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
     if &magic != MAGIC {
-        return Err(StorageError::Corrupt(format!(
-            "{} is not a wasmgrid snapshot",
-            path.display()
-        )));
+        return Err(StorageError::Corrupt(format!("{} is not a wasmgrid snapshot", path.display())));
     }
     Ok(r)
 }
@@ -164,53 +122,25 @@ pub fn load(db: &StateDb, path: &Path) -> Result<(), StorageError> {
         loop {
             match read_frame(&mut r)? {
                 Frame::End => break,
-                Frame::Str {
-                    table: T_META,
-                    key,
-                    value,
-                } => {
+                Frame::Str { table: T_META, key, value } => {
                     meta.insert(key.as_str(), value.as_slice())?;
                 }
-                Frame::Str {
-                    table: T_EXECUTORS,
-                    key,
-                    value,
-                } => {
+                Frame::Str { table: T_EXECUTORS, key, value } => {
                     executors.insert(key.as_str(), value.as_slice())?;
                 }
-                Frame::Bytes {
-                    table: T_MODULES,
-                    key,
-                    value,
-                } => {
+                Frame::Bytes { table: T_MODULES, key, value } => {
                     modules.insert(key.as_slice(), value.as_slice())?;
                 }
-                Frame::Bytes {
-                    table: T_REQUESTS,
-                    key,
-                    value,
-                } => {
+                Frame::Bytes { table: T_REQUESTS, key, value } => {
                     requests.insert(key.as_slice(), value.as_slice())?;
                 }
-                Frame::Int {
-                    table: T_TASKS,
-                    key,
-                    value,
-                } => {
+                Frame::Int { table: T_TASKS, key, value } => {
                     tasks.insert(key, value.as_slice())?;
                 }
-                Frame::Int {
-                    table: T_INPUTS,
-                    key,
-                    value,
-                } => {
+                Frame::Int { table: T_INPUTS, key, value } => {
                     inputs.insert(key, value.as_slice())?;
                 }
-                Frame::Int {
-                    table: T_OUTPUTS,
-                    key,
-                    value,
-                } => {
+                Frame::Int { table: T_OUTPUTS, key, value } => {
                     outputs.insert(key, value.as_slice())?;
                 }
                 Frame::Int { table: T_LIVE, key, .. } => {

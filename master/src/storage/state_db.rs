@@ -84,10 +84,8 @@ impl StateDb {
         let mut requests = Vec::new();
         for row in tx.open_table(REQUESTS)?.iter()? {
             let (k, v) = row?;
-            let key: RequestId = k
-                .value()
-                .try_into()
-                .map_err(|_| StorageError::Corrupt("request key of the wrong length".into()))?;
+            let key: RequestId =
+                k.value().try_into().map_err(|_| StorageError::Corrupt("request key of the wrong length".into()))?;
             let (ids, at): (Vec<TaskId>, i64) = decode(v.value())?;
             requests.push((key, ids, at));
         }
@@ -109,11 +107,7 @@ impl StateDb {
         durable: bool,
     ) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
         let mut tx = self.db.begin_write()?;
-        tx.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        tx.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         let out;
         {
             let mut tasks = tx.open_table(TASKS)?;

@@ -1,5 +1,5 @@
 //! The real binaries as child processes: start them on port 0, read the bound address from
-//! their log, kill them with SIGKILL.
+//! their log, kill them with SIGKILL. Used by the process tests, the demo and the benchmark.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use wasmgrid_common::Addr;
 
-/// Path of a workspace binary built in the same profile as this test.
+/// Path of a workspace binary built in the same profile as the running program (a test in
+/// `target/<profile>/deps/` or a tool in `target/<profile>/`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the binaries first (make unit_test does: cargo build --release --bins)",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable dir");
+    let candidates = [dir.join(name), dir.parent().map(|p| p.join(name)).unwrap_or_default()];
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => p.clone(),
+        None => panic!(
+            "{name} is missing next to {}: build the binaries first (cargo build --release --bins)",
+            dir.display()
+        ),
+    }
 }
 
 /// A child process killed when dropped.
@@ -43,11 +45,7 @@ impl Proc {
         let (tx, rx) = mpsc::channel();
         let log_path = log.to_path_buf();
         std::thread::spawn(move || {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .ok();
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).ok();
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(f) = file.as_mut() {
@@ -70,11 +68,7 @@ impl Proc {
                 panic!("{name} did not start; see {}", log.display());
             }
         };
-        Self {
-            child,
-            addr,
-            log: log.to_path_buf(),
-        }
+        Self { child, addr, log: log.to_path_buf() }
     }
 
     /// SIGKILL, and wait for the process to be gone.

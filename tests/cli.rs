@@ -1,0 +1,180 @@
+//! The command-line contract, driven through the real binaries: flags, config files, text
+//! and JSON output, exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use wasmgrid_tests::guests;
+use wasmgrid_tests::process::{bin, Proc};
+
+fn master(dir: &Path) -> Proc {
+    let args = vec![
+        "--master-addr".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.join("master").display().to_string(),
+    ];
+    Proc::start("master", &args, &dir.join("master.log"))
+}
+
+fn executor(dir: &Path, master: &Proc) -> Proc {
+    let args = vec![
+        "--join".into(),
+        master.addr.to_string(),
+        "--worker-addr".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.join("executor").display().to_string(),
+    ];
+    Proc::start("executor", &args, &dir.join("executor.log"))
+}
+
+fn client(master: &Proc, args: &[&str]) -> Output {
+    Command::new(bin("master-client"))
+        .env("WASMGRID_MASTER_ADDR", format!("http://{}", master.addr.host_port()))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[test]
+fn upload_submit_and_wait_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = master(dir.path());
+    let _e = executor(dir.path(), &m);
+    let reverse = dir.path().join("reverse.wasm");
+    std::fs::write(&reverse, guests::reverse()).unwrap();
+    let fail = dir.path().join("fail.wasm");
+    std::fs::write(&fail, guests::fail()).unwrap();
+
+    let up = client(&m, &["module", "upload", reverse.to_str().unwrap()]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let digest = stdout(&up).trim().to_string();
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+
+    let listed = json(&client(&m, &["--output", "json", "module", "list"]));
+    assert_eq!(listed[0]["digest"], digest.as_str());
+    assert_eq!(listed[0]["kind"], "component");
+
+    // Text: the raw output on stdout, exit 0.
+    let run = client(&m, &["task", "submit", &digest, "--input", "hello", "--wait"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run), "olleh");
+
+    // A path instead of a digest is uploaded first; JSON has the contract's fields.
+    let run = client(&m, &["--output", "json", "task", "submit", reverse.to_str().unwrap(), "--input", "ab", "--wait"]);
+    let t = json(&run);
+    assert_eq!(t["state"], "succeeded");
+    assert_eq!(t["output_b64"], "YmE=");
+    assert_eq!(t["attempts"], 1);
+    assert!(t["executor"].is_string() && t["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(t["duration_ms"].is_u64() && t["error"].is_null() && t["exit_code"].is_null());
+    let id = t["id"].as_str().unwrap().to_string();
+
+    // Failure: stderr says why, exit 1.
+    let run = client(&m, &["task", "submit", fail.to_str().unwrap(), "--wait"]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr(&run).contains("task_error: the input was rejected"), "{}", stderr(&run));
+    let run = client(&m, &["--output", "json", "task", "submit", fail.to_str().unwrap(), "--wait"]);
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(json(&run)["error"]["kind"], "task_error");
+    assert_eq!(json(&run)["error"]["message"], "the input was rejected");
+
+    // Input from stdin, and get / wait / list.
+    let mut child = Command::new(bin("master-client"))
+        .args(["--master-addr", &m.addr.to_string(), "task", "submit", &digest, "--input-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"from stdin").unwrap();
+    let submitted = child.wait_with_output().unwrap();
+    let new_id = stdout(&submitted).trim().to_string();
+    assert!(new_id.parse::<u64>().is_ok(), "{new_id}");
+    assert_eq!(stdout(&client(&m, &["task", "wait", &new_id])), "nidts morf");
+    assert_eq!(json(&client(&m, &["--output", "json", "task", "get", &id]))["output_b64"], "YmE=");
+    let all = json(&client(&m, &["--output", "json", "task", "list"]));
+    assert_eq!(all.as_array().unwrap().len(), 5);
+    let failed = json(&client(&m, &["--output", "json", "task", "list", "--state", "failed"]));
+    assert_eq!(failed.as_array().unwrap().len(), 2);
+
+    let status = json(&client(&m, &["--output", "json", "cluster", "status"]));
+    assert_eq!(status["leader"], "master");
+    assert_eq!(status["members"].as_array().unwrap().len(), 1);
+    assert_eq!(status["executors"].as_array().unwrap().len(), 1);
+
+    // Errors are one line on stderr and a non-zero exit.
+    let missing = client(&m, &["task", "get", "424242"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(stderr(&missing).lines().count(), 1);
+    assert!(stderr(&missing).contains("not found"));
+    let bad = client(&m, &["task", "submit", "no-such-file.wasm"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("neither"), "{}", stderr(&bad));
+}
+
+#[test]
+fn no_master_gives_a_clear_error() {
+    let out = Command::new(bin("master-client"))
+        .args(["--master-addr", "127.0.0.1:1", "cluster", "status"])
+        .env("WASMGRID_CLIENT_DEADLINE", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no master answered"), "{}", stderr(&out));
+}
+
+#[test]
+fn versions_sample_configs_and_bad_configuration() {
+    for name in ["master", "executor", "master-client"] {
+        let v = Command::new(bin(name)).arg("-V").output().unwrap();
+        assert!(v.status.success());
+        assert!(stdout(&v).contains(env!("CARGO_PKG_VERSION")), "{name}: {}", stdout(&v));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["master", "executor"] {
+        let sample = Command::new(bin(name)).arg("--print-sample-config").output().unwrap();
+        assert!(sample.status.success());
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &sample.stdout).unwrap();
+        assert!(toml_keys(&stdout(&sample)) > 5);
+    }
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "master-addr = \"127.0.0.1:0\"\nmax-modul-size = \"1MiB\"\n").unwrap();
+    let out = Command::new(bin("master")).args(["--config", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max-modul-size"), "{}", stderr(&out));
+
+    std::fs::write(&bad, "max-module-size = \"huge\"\n").unwrap();
+    let out = Command::new(bin("master")).args(["--config", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max-module-size") && stderr(&out).contains("huge"), "{}", stderr(&out));
+
+    let out = Command::new(bin("executor")).args(["--join", "a:1,,b"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--join"), "{}", stderr(&out));
+    let out = Command::new(bin("executor")).args(["--join", "localhost"]).output().unwrap();
+    assert!(stderr(&out).contains("no port"), "{}", stderr(&out));
+    let out = Command::new(bin("master")).args(["--master-addr", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--master-addr"), "{}", stderr(&out));
+}
+
+fn toml_keys(text: &str) -> usize {
+    text.lines().filter(|l| !l.trim_start().starts_with('#') && l.contains(" = ")).count()
+}

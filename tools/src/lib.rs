@@ -1,0 +1,4 @@
+//! Developer tools: `componentize` turns a core wasm module into a component, `demo` runs
+//! every example task on a local master and executor.
+
+pub mod local;
