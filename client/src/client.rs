@@ -240,6 +240,29 @@ impl Client {
         found.ok_or_else(|| ClientError::Invalid(format!("task {id} finished without a record")))
     }
 
+    pub async fn list_members(&self) -> Result<pb::ListMembersResponse, ClientError> {
+        self.call(|mut c| async move { c.list_members(pb::ListMembersRequest {}).await.map(|r| r.into_inner()) }).await
+    }
+
+    /// Adds a master (learner first, then voter); it must already run with `--name name`.
+    pub async fn add_member(&self, name: &str, peer_url: &str) -> Result<pb::ListMembersResponse, ClientError> {
+        let request = pb::AddMemberRequest { name: name.to_string(), peer_url: peer_url.to_string() };
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.add_member(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn remove_member(&self, name: &str) -> Result<pb::ListMembersResponse, ClientError> {
+        let request = pb::RemoveMemberRequest { name: name.to_string() };
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.remove_member(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
         self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await.map(|r| r.into_inner()) })
             .await

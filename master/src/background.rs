@@ -2,7 +2,10 @@
 //! - leadership: notices when this master gains or loses the lead; on a loss it ends every
 //!   executor session so executors move to the new leader;
 //! - leases: on the leader, declares executors lost once silent past their lease;
-//! - waiters: forgets waits of clients that went away.
+//! - waiters: forgets waits of clients that went away;
+//! - announce: makes sure the group knows where clients reach this master;
+//! - blobs: fetches module blobs this master lacks (after a snapshot or being away);
+//! - health: probes the other masters, for `cluster status`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +19,29 @@ pub fn spawn_all(node: &Arc<Node>, shutdown: &CancellationToken) {
     tokio::spawn(leadership(node.clone(), shutdown.clone()));
     tokio::spawn(leases(node.clone(), shutdown.clone()));
     tokio::spawn(waiters(node.clone(), shutdown.clone()));
+    tokio::spawn(announce(node.clone(), shutdown.clone()));
+    tokio::spawn(blobs(node.clone(), shutdown.clone()));
+    tokio::spawn(health(node.clone(), shutdown.clone()));
+}
+
+async fn health(node: Arc<Node>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let others: Vec<(u64, String)> = {
+            let m = node.metrics();
+            let membership = m.membership_config.membership();
+            membership.nodes().filter(|(id, _)| **id != node.id).map(|(id, n)| (*id, n.peer_addr.clone())).collect()
+        };
+        for (id, addr) in others {
+            if node.peers.probe(&addr).await.is_ok() {
+                node.heard(id);
+            }
+        }
+    }
 }
 
 async fn leadership(node: Arc<Node>, shutdown: CancellationToken) {
@@ -80,6 +106,78 @@ async fn waiters(node: Arc<Node>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => node.replica.waiters.forget_closed(),
+        }
+    }
+}
+
+async fn announce(node: Arc<Node>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mine = node.config.advertise_addr.to_string();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let known = node.replica.read().member_addrs().get(&node.id).cloned();
+        if known.as_deref() == Some(mine.as_str()) {
+            continue;
+        }
+        let result = if node.is_leader() {
+            node.propose(Command::MemberAddr { node: node.id, api_addr: mine.clone() })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            match node.leader() {
+                Some((_, leader)) => {
+                    let info = wasmgrid_proto::MemberInfo { name: node.config.name.clone(), api_addr: mine.clone() };
+                    node.peers.announce(&leader.peer_addr, info).await
+                }
+                None => continue,
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not announce this master's address yet");
+        }
+    }
+}
+
+async fn blobs(node: Arc<Node>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let missing: Vec<_> = {
+            let sm = node.replica.read();
+            sm.modules().map(|m| m.digest).filter(|d| !node.replica.blobs.contains(d)).collect()
+        };
+        if missing.is_empty() {
+            continue;
+        }
+        let sources: Vec<String> = {
+            let m = node.metrics();
+            let leader = m.current_leader;
+            let membership = m.membership_config.membership();
+            let mut ids: Vec<_> = membership.nodes().map(|(id, _)| *id).filter(|id| *id != node.id).collect();
+            ids.sort_by_key(|id| Some(*id) != leader);
+            ids.iter().filter_map(|id| membership.get_node(id).map(|n| n.peer_addr.clone())).collect()
+        };
+        for digest in missing {
+            for source in &sources {
+                match node.peers.fetch_blob(source, digest).await {
+                    Ok(bytes) => {
+                        let blobs = node.replica.blobs.clone();
+                        match tokio::task::spawn_blocking(move || blobs.put(&digest, &bytes)).await {
+                            Ok(Ok(())) => tracing::info!(module = %digest, from = %source, "fetched a missing module"),
+                            _ => tracing::warn!(module = %digest, "cannot store a fetched module"),
+                        }
+                        break;
+                    }
+                    Err(e) => tracing::debug!(module = %digest, from = %source, error = %e, "module not fetched"),
+                }
+            }
         }
     }
 }

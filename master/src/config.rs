@@ -88,6 +88,9 @@ pub struct MasterOptions {
     /// Raft heartbeat period; elections start after 4-8 missed heartbeats.
     #[arg(long, value_name = "DURATION")]
     pub raft_heartbeat: Option<Dur>,
+    /// How long a write waits to be committed before it is answered with an error.
+    #[arg(long, value_name = "DURATION")]
+    pub write_timeout: Option<Dur>,
 }
 
 /// The founding members of a group: `m0=http://ip0:8291,m1=http://ip1:8291`.
@@ -161,6 +164,7 @@ pub struct MasterConfig {
     pub keepalive_ttl: Duration,
     pub snapshot_every: u64,
     pub raft_heartbeat: Duration,
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +234,7 @@ impl MasterOptions {
             keepalive_ttl,
             snapshot_every: self.snapshot_every.unwrap_or(10_000).max(10),
             raft_heartbeat,
+            write_timeout: self.write_timeout.unwrap_or(Dur::secs(10)).0.max(Duration::from_millis(100)),
         })
     }
 }
@@ -263,6 +268,7 @@ mod tests {
             keepalive_ttl: Some(Dur::secs(1)),
             snapshot_every: Some(1),
             raft_heartbeat: Some(Dur::secs(1)),
+            write_timeout: Some(Dur::secs(1)),
         })
         .unwrap();
         let text = SAMPLE_CONFIG;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod node;
+pub mod peers;
 pub mod proposer;
 pub mod raft;
 pub mod replica;

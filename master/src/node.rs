@@ -1,6 +1,7 @@
 //! One master: its Raft handle, replica, proposer and configuration, shared by the API
 //! services and the background loops.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::MasterConfig;
 use crate::error::ApiError;
+use crate::peers::Peers;
 use crate::proposer::{ProposeError, Proposer};
 use crate::raft::{Member, NodeId, Raft};
 use crate::replica::Replica;
@@ -22,16 +24,29 @@ pub struct Node {
     pub raft: Raft,
     pub replica: Arc<Replica>,
     pub proposer: Proposer,
+    pub peers: Peers,
     metrics: watch::Receiver<Metrics>,
     /// When this master last became leader (leases of executors count from then at most).
     leader_since: Mutex<Option<Instant>>,
+    /// When each other master last answered a probe (see `background::health`).
+    heard_from: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl Node {
     pub fn new(id: NodeId, config: MasterConfig, raft: Raft, replica: Arc<Replica>) -> Self {
         let proposer = Proposer::start(raft.clone());
         let metrics = raft.metrics();
-        Self { id, config, raft, replica, proposer, metrics, leader_since: Mutex::new(None) }
+        Self {
+            id,
+            config,
+            raft,
+            replica,
+            proposer,
+            peers: Peers::default(),
+            metrics,
+            leader_since: Mutex::new(None),
+            heard_from: Mutex::default(),
+        }
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -51,25 +66,47 @@ impl Node {
         Some((id, member))
     }
 
-    /// Refuses with the leader's address unless this master leads.
-    pub fn ensure_leader(&self) -> Result<(), ApiError> {
-        if self.is_leader() {
-            return Ok(());
-        }
-        Err(self.not_leader(self.leader().map(|(_, m)| m)))
+    /// Where clients reach master `id`: announced through the log, else from its membership.
+    pub fn api_addr(&self, id: NodeId, member: &Member) -> String {
+        let announced = self.replica.read().member_addrs().get(&id).cloned();
+        announced.filter(|a| !a.is_empty()).unwrap_or_else(|| member.api_addr.clone())
     }
 
-    fn not_leader(&self, leader: Option<Member>) -> ApiError {
-        let leader = leader.map(|m| m.api_addr).filter(|a| !a.is_empty());
+    /// Refuses with the leader's address unless this master leads and still hears from a
+    /// majority (a leader cut off from the others must not answer with stale data).
+    pub fn ensure_leader(&self) -> Result<(), ApiError> {
+        if self.is_leader() {
+            let silent = self.metrics.borrow().millis_since_quorum_ack;
+            let limit = self.config.raft_heartbeat.as_millis() * 8;
+            if silent.is_some_and(|ms| u128::from(ms) > limit) {
+                return Err(ApiError::Unavailable(
+                    "this master leads but has lost contact with a majority of the group; its data may be stale".into(),
+                ));
+            }
+            return Ok(());
+        }
+        Err(self.not_leader(self.leader()))
+    }
+
+    fn not_leader(&self, leader: Option<(NodeId, Member)>) -> ApiError {
+        let leader = leader.map(|(id, m)| self.api_addr(id, &m)).filter(|a| !a.is_empty());
         ApiError::NotLeader { leader }
     }
 
-    /// Proposes one command and waits until it is applied.
+    /// Proposes one command and waits until it is applied, at most `write-timeout`.
     pub async fn propose(&self, command: Command) -> Result<Response, ApiError> {
-        match self.proposer.propose(command).await {
-            Ok(r) => Ok(r),
-            Err(ProposeError::NotLeader(leader)) => Err(self.not_leader(leader)),
-            Err(ProposeError::Failed(e)) => Err(ApiError::Unavailable(format!("the command was not committed: {e}"))),
+        let timeout = self.config.write_timeout;
+        match tokio::time::timeout(timeout, self.proposer.propose(command)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(ProposeError::NotLeader(leader))) => {
+                let leader = leader.map(|m| (crate::raft::node_id(&m.name), m));
+                Err(self.not_leader(leader))
+            }
+            Ok(Err(ProposeError::Failed(e))) => Err(ApiError::Unavailable(format!("the command was not committed: {e}"))),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "not committed within {}: a majority of the masters may be unreachable (a retry of the same request is safe)",
+                humantime::format_duration(timeout)
+            ))),
         }
     }
 
@@ -79,5 +116,20 @@ impl Node {
 
     pub(crate) fn set_leader_since(&self, since: Option<Instant>) {
         *self.leader_since.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
+
+    pub(crate) fn heard(&self, id: NodeId) {
+        self.heard_from.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
+    }
+
+    /// True for this master, and for another that answered a probe in the last 3 seconds.
+    pub fn reachable(&self, id: NodeId) -> bool {
+        id == self.id
+            || self
+                .heard_from
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(3))
     }
 }

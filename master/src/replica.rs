@@ -82,6 +82,7 @@ impl Replica {
                 requests_added: std::mem::take(&mut fx.requests_added),
                 requests_expired: std::mem::take(&mut fx.requests_expired),
                 next_task_id: sm.next_task_id(),
+                member_addrs: fx.member_addrs.then(|| sm.member_addrs().clone()),
                 meta,
             };
             (responses, changes)

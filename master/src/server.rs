@@ -112,7 +112,8 @@ pub async fn start(
         election_timeout_max: hb * 8,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-        max_in_snapshot_log_to_keep: 1_000,
+        // Logs kept behind a snapshot, for followers a little behind (the rest get the snapshot).
+        max_in_snapshot_log_to_keep: config.snapshot_every.min(1_000),
         max_payload_entries: 64,
         ..Default::default()
     }
@@ -141,9 +142,19 @@ pub async fn start(
     };
     if !raft.is_initialized().await? {
         let founding: BTreeMap<_, _> = members(&founders);
-        tracing::info!(members = founding.len(), "initializing a new group");
-        if let Err(e) = raft.initialize(founding).await {
-            tracing::warn!(error = %e, "group initialization refused");
+        // A master with an empty data dir must join the group that exists (a replaced disk, a
+        // new member), not found a second one: ask the others first.
+        let existing = existing_group(&founders, &me.name).await;
+        match existing {
+            Some(peer) => {
+                tracing::info!(%peer, "a group exists; waiting for its leader to bring this master up to date")
+            }
+            None => {
+                tracing::info!(members = founding.len(), "initializing a new group");
+                if let Err(e) = raft.initialize(founding).await {
+                    tracing::warn!(error = %e, "group initialization refused");
+                }
+            }
         }
     } else if founders.len() == 1 {
         // A lone master need not wait out an election timeout after a restart.
@@ -163,6 +174,19 @@ pub async fn start(
         tasks.push(tokio::spawn(serve_peer(node.clone(), peer, shutdown.clone())));
     }
     Ok(Running { node, tasks })
+}
+
+/// The name of a founding member that already belongs to an initialized group, if any.
+async fn existing_group(founders: &[Member], me: &str) -> Option<String> {
+    let peers = crate::peers::Peers::default();
+    for m in founders.iter().filter(|m| m.name != me) {
+        if let Ok(reply) = peers.probe(&m.peer_addr).await {
+            if reply.initialized {
+                return Some(m.name.clone());
+            }
+        }
+    }
+    None
 }
 
 fn server() -> Server {

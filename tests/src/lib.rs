@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod group;
 
 pub use cluster::{Cluster, TestExecutor, TestMaster};
 pub use wasmgrid_testkit as guests;

@@ -18,16 +18,7 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
     let s = client.cluster_status().await?;
     match output {
         Output::Json => {
-            let members: Vec<_> = s
-                .members
-                .iter()
-                .map(|m| {
-                    json!({
-                        "name": m.name, "id": m.id.to_string(), "api_addr": m.api_addr, "peer_addr": m.peer_addr,
-                        "role": m.role, "reachable": m.reachable, "last_log_index": m.last_log_index, "lag": m.lag,
-                    })
-                })
-                .collect();
+            let members: Vec<_> = s.members.iter().map(member_json).collect();
             let executors: Vec<_> = s
                 .executors
                 .iter()
@@ -88,6 +79,29 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
         }
     }
     Ok(0)
+}
+
+pub fn member_json(m: &wasmgrid_proto::Member) -> serde_json::Value {
+    json!({
+        "name": m.name, "id": m.id.to_string(), "api_addr": m.api_addr, "peer_addr": m.peer_addr,
+        "role": m.role, "reachable": m.reachable, "last_log_index": m.last_log_index, "lag": m.lag,
+    })
+}
+
+pub fn print_members(members: &[wasmgrid_proto::Member]) {
+    println!("MEMBER           ROLE       REACHABLE  LOG      LAG    API                    PEER");
+    for m in members {
+        println!(
+            "{:<16} {:<10} {:<10} {:<8} {:<6} {:<22} {}",
+            m.name,
+            m.role,
+            m.reachable,
+            m.last_log_index,
+            m.lag,
+            or_none(&m.api_addr),
+            m.peer_addr
+        );
+    }
 }
 
 fn or_none(s: &str) -> &str {

@@ -1,6 +1,7 @@
 //! The `master-client` command line: a thin layer over [`Client`](crate::Client).
 
 mod cluster;
+mod members;
 mod modules;
 mod render;
 mod tasks;
@@ -46,6 +47,9 @@ pub enum Command {
     /// The state of the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The master group: list, add or remove masters at run time.
+    #[command(subcommand)]
+    Member(members::MemberCommand),
 }
 
 /// Runs the command; the exit code is 0 on success, 1 when a task failed or on any error.
@@ -64,6 +68,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Module(cmd) => modules::run(&client, cmd, cli.output).await,
         Command::Task(cmd) => tasks::run(&client, cmd, cli.output).await,
         Command::Cluster(cmd) => cluster::run(&client, cmd, cli.output).await,
+        Command::Member(cmd) => members::run(&client, cmd, cli.output).await,
     };
     match result {
         Ok(code) => code,

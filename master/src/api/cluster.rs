@@ -12,40 +12,7 @@ use crate::node::Node;
 pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
     let m = node.metrics();
     let leader = node.leader().map(|(_, member)| member.name).unwrap_or_default();
-    let last_index = m.last_log_index.unwrap_or(0);
-    let replication = m.replication.clone();
-    let membership = m.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let members = membership
-        .nodes()
-        .map(|(id, member)| {
-            let role = if Some(*id) == m.current_leader {
-                "leader"
-            } else if !voters.contains(id) {
-                "learner"
-            } else if *id == node.id && m.state == ServerState::Candidate {
-                "candidate"
-            } else {
-                "follower"
-            };
-            // The leader knows how far each peer has replicated; others only know themselves.
-            let matched = match (&replication, *id == node.id) {
-                (_, true) => Some(last_index),
-                (Some(r), false) => r.get(id).map(|l| l.map_or(0, |l| l.index)),
-                (None, false) => None,
-            };
-            pb::Member {
-                name: member.name.clone(),
-                id: *id,
-                api_addr: member.api_addr.clone(),
-                peer_addr: member.peer_addr.clone(),
-                role: role.to_string(),
-                reachable: matched.is_some(),
-                last_log_index: matched.unwrap_or(0),
-                lag: matched.map_or(0, |i| last_index.saturating_sub(i)),
-            }
-        })
-        .collect();
+    let members = members(node);
     let now = Instant::now();
     let sm = node.replica.read();
     let executors = sm
@@ -66,4 +33,43 @@ pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
         running_tasks: sm.running_count() as u64,
         commit_index: m.last_applied.map_or(0, |l| l.index),
     })
+}
+
+/// The members as this master sees them: the leader knows how far each has replicated.
+pub fn members(node: &Node) -> Vec<pb::Member> {
+    let m = node.metrics();
+    let last_index = m.last_log_index.unwrap_or(0);
+    let replication = m.replication.clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, member)| {
+            let role = if Some(*id) == m.current_leader {
+                "leader"
+            } else if !voters.contains(id) {
+                "learner"
+            } else if *id == node.id && m.state == ServerState::Candidate {
+                "candidate"
+            } else {
+                "follower"
+            };
+            // The leader knows how far each peer has replicated; others only know themselves.
+            let matched = match (&replication, *id == node.id) {
+                (_, true) => Some(last_index),
+                (Some(r), false) => r.get(id).map(|l| l.map_or(0, |l| l.index)),
+                (None, false) => None,
+            };
+            pb::Member {
+                name: member.name.clone(),
+                id: *id,
+                api_addr: node.api_addr(*id, member),
+                peer_addr: member.peer_addr.clone(),
+                role: role.to_string(),
+                reachable: node.reachable(*id),
+                last_log_index: matched.unwrap_or(0),
+                lag: matched.map_or(0, |i| last_index.saturating_sub(i)),
+            }
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use wasmgrid_proto as pb;
 use wasmgrid_proto::master_server::Master;
 
-use super::{cluster, modules, tasks};
+use super::{cluster, members, modules, tasks};
 use crate::node::Node;
 
 pub struct MasterService {
@@ -74,5 +74,29 @@ impl Master for MasterService {
         _: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         Ok(Response::new(cluster::status(&self.node)?))
+    }
+
+    async fn list_members(
+        &self,
+        _: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        Ok(Response::new(members::list(&self.node)?))
+    }
+
+    #[tracing::instrument(skip_all, fields(member = %req.get_ref().name))]
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(members::add(&self.node, req.name, req.peer_url).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(member = %req.get_ref().name))]
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        Ok(Response::new(members::remove(&self.node, req.into_inner().name).await?))
     }
 }

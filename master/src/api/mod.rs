@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod gateway;
 pub mod master;
+pub mod members;
 pub mod modules;
 pub mod peer;
 pub mod tasks;

@@ -50,6 +50,11 @@ pub enum Command {
         name: String,
         incarnation: u64,
     },
+    /// Where clients reach master `node` (so followers can name the leader's address).
+    MemberAddr {
+        node: u64,
+        api_addr: String,
+    },
     /// The leader saw no heartbeat from this incarnation for a whole lease.
     ExecutorLost {
         name: String,

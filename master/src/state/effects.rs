@@ -49,6 +49,8 @@ pub struct Effects {
     pub executors: BTreeSet<String>,
     pub requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
     pub requests_expired: Vec<RequestId>,
+    /// The masters' client addresses changed.
+    pub member_addrs: bool,
 }
 
 impl Effects {

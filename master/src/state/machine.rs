@@ -44,6 +44,8 @@ pub struct StateMachine {
     pub(super) queue: BTreeSet<(Reverse<i32>, TaskId)>,
     requests: HashMap<RequestId, Vec<TaskId>>,
     request_log: VecDeque<(i64, RequestId)>,
+    /// Client addresses of the masters, by Raft node id.
+    member_addrs: BTreeMap<u64, String>,
 }
 
 impl StateMachine {
@@ -59,8 +61,9 @@ impl StateMachine {
         executors: impl IntoIterator<Item = ExecutorRecord>,
         live: impl IntoIterator<Item = TaskRecord>,
         requests: impl IntoIterator<Item = (RequestId, Vec<TaskId>, i64)>,
+        member_addrs: BTreeMap<u64, String>,
     ) -> Self {
-        let mut sm = Self { next_task_id: next_task_id.max(1), ..Default::default() };
+        let mut sm = Self { next_task_id: next_task_id.max(1), member_addrs, ..Default::default() };
         sm.modules = modules.into_iter().map(|m| (m.digest, m)).collect();
         sm.executors = executors
             .into_iter()
@@ -134,6 +137,13 @@ impl StateMachine {
                         e.state = ExecutorState::Disconnected;
                         fx.executors.insert(name);
                     }
+                }
+                Response::Done
+            }
+            Command::MemberAddr { node, api_addr } => {
+                if self.member_addrs.get(&node) != Some(&api_addr) {
+                    self.member_addrs.insert(node, api_addr);
+                    fx.member_addrs = true;
                 }
                 Response::Done
             }
@@ -370,8 +380,9 @@ impl StateMachine {
         self.live.len() - self.queue.len()
     }
 
-    pub fn requests(&self) -> impl Iterator<Item = (&RequestId, &Vec<TaskId>)> {
-        self.requests.iter()
+    /// Client addresses of the masters, by Raft node id.
+    pub fn member_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.member_addrs
     }
 
     /// The dispatch of a running task's current attempt (to send it again after a reconnect).

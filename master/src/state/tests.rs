@@ -286,8 +286,14 @@ fn restore_rebuilds_the_queue_and_the_load() {
     w.register("a", 2, 256, 1);
     let (ids, _) = w.submit(vec![spec(10, 0), spec(10, 0), spec(10, 0)]);
     let live: Vec<TaskRecord> = w.sm.live_tasks().cloned().collect();
-    let restored =
-        StateMachine::restore(w.sm.next_task_id(), w.sm.modules().cloned(), w.sm.executors().cloned(), live, vec![]);
+    let restored = StateMachine::restore(
+        w.sm.next_task_id(),
+        w.sm.modules().cloned(),
+        w.sm.executors().cloned(),
+        live,
+        vec![],
+        Default::default(),
+    );
     assert_eq!(restored.pending_count(), 1);
     assert_eq!(restored.executor("a").unwrap().running.len(), 2);
     assert_eq!(restored.executor("a").unwrap().memory_reserved, 20 * MIB);

@@ -5,6 +5,7 @@
 //! the Raft log already is, and after a crash the entries since the last durable commit are
 //! applied again. `sync` makes everything durable (before a snapshot lets the log be purged).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -27,6 +28,7 @@ pub(crate) const OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ou
 pub(crate) const REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("requests");
 
 const NEXT_TASK_ID: &str = "next_task_id";
+const MEMBER_ADDRS: &str = "member_addrs";
 
 /// Everything one applied batch changes at rest.
 #[derive(Debug, Default)]
@@ -41,6 +43,8 @@ pub struct Changes {
     pub requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
     pub requests_expired: Vec<RequestId>,
     pub next_task_id: TaskId,
+    /// The masters' client addresses, when they changed.
+    pub member_addrs: Option<BTreeMap<u64, String>>,
     /// Raft bookkeeping (last applied log id, membership), already encoded.
     pub meta: Vec<(&'static str, Vec<u8>)>,
 }
@@ -71,6 +75,7 @@ impl StateDb {
     pub fn load(&self) -> Result<StateMachine, StorageError> {
         let tx = self.db.begin_read()?;
         let next_task_id: TaskId = read_meta(&tx.open_table(META)?, NEXT_TASK_ID)?.unwrap_or(1);
+        let member_addrs: BTreeMap<u64, String> = read_meta(&tx.open_table(META)?, MEMBER_ADDRS)?.unwrap_or_default();
         let modules = values::<_, ModuleMeta>(&tx.open_table(MODULES)?)?;
         let executors = values::<_, ExecutorRecord>(&tx.open_table(EXECUTORS)?)?;
         let tasks = tx.open_table(TASKS)?;
@@ -89,7 +94,7 @@ impl StateDb {
             let (ids, at): (Vec<TaskId>, i64) = decode(v.value())?;
             requests.push((key, ids, at));
         }
-        Ok(StateMachine::restore(next_task_id, modules, executors, live, requests))
+        Ok(StateMachine::restore(next_task_id, modules, executors, live, requests, member_addrs))
     }
 
     /// Reads one Raft bookkeeping value.
@@ -145,6 +150,9 @@ impl StateDb {
             }
             let mut meta = tx.open_table(META)?;
             meta.insert(NEXT_TASK_ID, encode(&c.next_task_id)?.as_slice())?;
+            if let Some(addrs) = &c.member_addrs {
+                meta.insert(MEMBER_ADDRS, encode(addrs)?.as_slice())?;
+            }
             for (k, v) in &c.meta {
                 meta.insert(*k, v.as_slice())?;
             }

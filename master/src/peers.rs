@@ -1,0 +1,80 @@
+//! Calls from this master to the others' peer service, besides Raft itself: probing before
+//! initializing a group, announcing this master's client address, and moving module blobs.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use wasmgrid_common::Digest;
+use wasmgrid_proto as pb;
+use wasmgrid_proto::raft_peer_client::RaftPeerClient;
+
+use crate::raft::network::peer_channel;
+
+#[derive(Default)]
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Peers {
+    fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = peer_channel(addr)?;
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(wasmgrid_proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(wasmgrid_proto::MAX_MESSAGE_SIZE))
+    }
+
+    /// Asks the master at `addr` whether it belongs to an initialized group.
+    pub async fn probe(&self, addr: &str) -> Result<pb::ProbeReply, String> {
+        let mut req = tonic::Request::new(pb::ProbeRequest {});
+        req.set_timeout(Duration::from_secs(1));
+        Ok(self.client(addr)?.probe(req).await.map_err(|s| s.message().to_string())?.into_inner())
+    }
+
+    /// Tells the leader at `addr` where clients reach this master.
+    pub async fn announce(&self, addr: &str, info: pb::MemberInfo) -> Result<(), String> {
+        let mut req = tonic::Request::new(info);
+        req.set_timeout(Duration::from_secs(5));
+        self.client(addr)?.announce(req).await.map_err(|s| s.message().to_string())?;
+        Ok(())
+    }
+
+    /// Stores a blob on the master at `addr` (durably, when this returns `Ok`).
+    pub async fn put_blob(&self, addr: &str, digest: Digest, bytes: std::sync::Arc<Vec<u8>>) -> Result<(), String> {
+        let chunks: Vec<pb::BlobChunk> = bytes
+            .chunks(wasmgrid_proto::CHUNK_SIZE)
+            .enumerate()
+            .map(|(i, c)| pb::BlobChunk {
+                digest: if i == 0 { digest.to_string() } else { String::new() },
+                data: c.to_vec(),
+            })
+            .collect();
+        let chunks =
+            if chunks.is_empty() { vec![pb::BlobChunk { digest: digest.to_string(), data: vec![] }] } else { chunks };
+        self.client(addr)?.put_blob(tokio_stream::iter(chunks)).await.map_err(|s| s.message().to_string())?;
+        Ok(())
+    }
+
+    /// Fetches a blob from the master at `addr`, checking it against its digest.
+    pub async fn fetch_blob(&self, addr: &str, digest: Digest) -> Result<Vec<u8>, String> {
+        let req = pb::FetchBlobRequest { digest: digest.to_string() };
+        let mut stream = self.client(addr)?.fetch_blob(req).await.map_err(|s| s.message().to_string())?.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(|s| s.message().to_string())? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        if Digest::of(&bytes) != digest {
+            return Err("the bytes received do not match the digest".into());
+        }
+        Ok(bytes)
+    }
+}
