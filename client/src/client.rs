@@ -263,6 +263,16 @@ impl Client {
         .await
     }
 
+    /// Stops placing tasks on executor `name`; it finishes its tasks, then leaves.
+    pub async fn drain_executor(&self, name: &str) -> Result<pb::ExecutorInfo, ClientError> {
+        let request = pb::DrainExecutorRequest { name: name.to_string() };
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.drain_executor(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
         self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await.map(|r| r.into_inner()) })
             .await

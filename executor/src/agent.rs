@@ -6,8 +6,7 @@
 //! reconnect; assignments for a run already held are ignored, so nothing runs twice because
 //! a message was repeated.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,10 +20,8 @@ use wasmgrid_proto::master_message::Kind as In;
 
 use crate::masters::Masters;
 use crate::modules::{ModuleCache, ModuleError};
+use crate::runs::{RunKey, Runs};
 use crate::sandbox::{Job, Kind, Outcome, Sandbox};
-
-/// A run, named by its fencing token.
-type RunKey = (u64, u32);
 
 /// What the agent shares with the status API.
 #[derive(Default)]
@@ -38,22 +35,26 @@ pub struct Agent {
     advertise_addr: String,
     slots: u32,
     memory: u64,
-    keepalive_ttl: Duration,
+    pub(crate) keepalive_ttl: Duration,
     incarnation: u64,
     pub masters: Masters,
     pub modules: ModuleCache,
     sandbox: Arc<Sandbox>,
     guests: tokio::runtime::Handle,
     permits: Arc<Semaphore>,
-    runs: Mutex<Runs>,
+    busy: AtomicUsize,
+    pub runs: Runs,
     finished: mpsc::UnboundedSender<RunKey>,
     pub status: Status,
-}
-
-#[derive(Default)]
-struct Runs {
-    running: HashMap<RunKey, CancellationToken>,
-    outbox: BTreeMap<RunKey, pb::TaskResult>,
+    /// The stream to the leader, while one is open.
+    pub(crate) outbound: Mutex<Option<mpsc::Sender<pb::ExecutorMessage>>>,
+    /// When a message last came from the leader.
+    pub(crate) last_contact: Mutex<Instant>,
+    pub(crate) draining: AtomicBool,
+    /// Fires when the executor has drained and the leader has forgotten it.
+    pub left: CancellationToken,
+    /// Fires when the leader asks this executor to drain.
+    pub(crate) drain_requested: CancellationToken,
 }
 
 pub struct AgentParts {
@@ -83,34 +84,21 @@ impl Agent {
             sandbox: p.sandbox,
             guests: p.guests,
             permits: Arc::new(Semaphore::new(p.slots as usize)),
-            runs: Mutex::new(Runs::default()),
+            busy: AtomicUsize::new(0),
+            runs: Runs::default(),
             finished,
             status: Status::default(),
+            outbound: Mutex::new(None),
+            last_contact: Mutex::new(Instant::now()),
+            draining: AtomicBool::new(false),
+            left: CancellationToken::new(),
+            drain_requested: CancellationToken::new(),
         };
         (Arc::new(agent), rx)
     }
 
-    fn runs(&self) -> std::sync::MutexGuard<'_, Runs> {
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Task ids running now (for the status API).
-    pub fn running(&self) -> Vec<u64> {
-        self.runs().running.keys().map(|k| k.0).collect()
-    }
-
     pub fn slots(&self) -> u32 {
         self.slots
-    }
-
-    /// Every run this executor holds: running, or finished and not yet acknowledged.
-    fn held(&self) -> Vec<pb::RunningTask> {
-        let runs = self.runs();
-        runs.running
-            .keys()
-            .chain(runs.outbox.keys())
-            .map(|(task_id, attempt)| pb::RunningTask { task_id: *task_id, attempt: *attempt })
-            .collect()
     }
 
     /// Keeps a stream to the leader open until `shutdown`, reconnecting as needed.
@@ -119,12 +107,12 @@ impl Agent {
         while !shutdown.is_cancelled() {
             let addr = self.masters.next();
             let started = Instant::now();
-            match self.session(&addr, &mut finished, &shutdown).await {
+            let result = self.session(&addr, &mut finished, &shutdown).await;
+            *self.outbound.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.status.connected.store(false, Ordering::Relaxed);
+            match result {
                 Ok(()) => return,
-                Err(e) => {
-                    self.status.connected.store(false, Ordering::Relaxed);
-                    tracing::debug!(master = %addr, error = %e, "session ended");
-                }
+                Err(e) => tracing::debug!(master = %addr, error = %e, "session ended"),
             }
             if started.elapsed() > Duration::from_secs(5) {
                 backoff = Duration::from_millis(50);
@@ -152,7 +140,7 @@ impl Agent {
             slots: self.slots,
             memory_bytes: self.memory,
             incarnation: self.incarnation,
-            running: self.held(),
+            running: self.runs.held(),
             keepalive_ttl_ms: u64::try_from(self.keepalive_ttl.as_millis()).unwrap_or(u64::MAX),
         };
         send(&out, Out::Hello(hello)).await?;
@@ -172,11 +160,16 @@ impl Agent {
             }
         };
         tracing::info!(master = %addr, leader = %welcome.leader, "connected to the leader");
+        self.touch();
         self.status.connected.store(true, Ordering::Relaxed);
         *self.status.master.lock().unwrap_or_else(|p| p.into_inner()) = addr.to_string();
+        *self.outbound.lock().unwrap_or_else(|p| p.into_inner()) = Some(out.clone());
+        if self.draining.load(Ordering::Relaxed) {
+            send(&out, Out::Draining(pb::Draining {})).await?;
+        }
         // Whatever finished while we were away goes now, once.
         while finished.try_recv().is_ok() {}
-        let pending: Vec<pb::TaskResult> = self.runs().outbox.values().cloned().collect();
+        let pending = self.runs.results(None);
         if !pending.is_empty() {
             send(&out, Out::Results(pb::TaskResults { results: pending })).await?;
         }
@@ -185,7 +178,10 @@ impl Agent {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 msg = inbound.message() => match msg {
-                    Ok(Some(pb::MasterMessage { kind: Some(kind) })) => self.handle(kind),
+                    Ok(Some(pb::MasterMessage { kind: Some(kind) })) => {
+                        self.touch();
+                        self.handle(kind);
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => return Err("the master closed the stream".into()),
                     Err(status) => {
@@ -198,17 +194,18 @@ impl Agent {
                     while let Ok(k) = finished.try_recv() {
                         keys.push(k);
                     }
-                    let results: Vec<pb::TaskResult> = {
-                        let runs = self.runs();
-                        keys.iter().filter_map(|k| runs.outbox.get(k).cloned()).collect()
-                    };
+                    let results = self.runs.results(Some(&keys));
                     send(&out, Out::Results(pb::TaskResults { results })).await?;
                 }
                 _ = heartbeat.tick() => {
-                    send(&out, Out::Heartbeat(pb::Heartbeat { running: self.held() })).await?;
+                    send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
                 }
             }
         }
+    }
+
+    fn touch(&self) {
+        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     fn handle(self: &Arc<Self>, kind: In) {
@@ -219,20 +216,18 @@ impl Agent {
                 }
             }
             In::Cancel(c) => {
-                let runs = self.runs();
                 for r in c.tasks {
-                    if let Some(token) = runs.running.get(&(r.task_id, r.attempt)) {
+                    if self.runs.cancel((r.task_id, r.attempt)) {
                         tracing::info!(task_id = r.task_id, attempt = r.attempt, "stopping run");
-                        token.cancel();
                     }
                 }
             }
-            In::Ack(a) => {
-                let mut runs = self.runs();
-                for r in a.tasks {
-                    runs.outbox.remove(&(r.task_id, r.attempt));
-                }
+            In::Ack(a) => self.runs.ack(a.tasks.iter().map(|r| (r.task_id, r.attempt))),
+            In::Drain(_) => {
+                tracing::info!("the leader asked this executor to drain");
+                self.drain_requested.cancel();
             }
+            In::Farewell(_) => self.left.cancel(),
             In::Welcome(_) => {}
         }
     }
@@ -240,20 +235,20 @@ impl Agent {
     /// Starts a run unless it is already held.
     fn start(self: &Arc<Self>, a: pb::Assignment) {
         let key = (a.task_id, a.attempt);
-        let cancel = CancellationToken::new();
-        {
-            let mut runs = self.runs();
-            if runs.running.contains_key(&key) || runs.outbox.contains_key(&key) {
-                tracing::debug!(task_id = key.0, attempt = key.1, "ignoring an assignment already held");
-                return;
-            }
-            runs.running.insert(key, cancel.clone());
+        let Some(cancel) = self.runs.hold(key) else {
+            tracing::debug!(task_id = key.0, attempt = key.1, "ignoring an assignment already held");
+            return;
+        };
+        if self.draining.load(Ordering::Relaxed) {
+            // Sent before the leader learnt of the drain: give it back to run elsewhere.
+            self.runs.abandon(key, "the executor is draining");
         }
         tracing::debug!(task_id = key.0, attempt = key.1, input = a.input.len(), "starting run");
         let agent = self.clone();
         tokio::spawn(async move {
             let outcome = agent.execute(a, cancel).await;
-            agent.finish(key, outcome);
+            agent.runs.finish(key, outcome);
+            let _ = agent.finished.send(key);
         });
     }
 
@@ -261,6 +256,17 @@ impl Agent {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return failure(pb::FailureKind::ExecutorLost, "the executor is shutting down".into());
         };
+        if cancel.is_cancelled() {
+            return failure(pb::FailureKind::Cancelled, "cancelled before it started".into());
+        }
+        let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        self.runs.note_busy(busy);
+        let outcome = self.execute_with_slot(a, cancel).await;
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+
+    async fn execute_with_slot(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
         let kind = if a.kind() == pb::ModuleKind::Command { Kind::Command } else { Kind::Component };
         let program = match self.modules.get(&a.module, kind, &self.masters).await {
             Ok(p) => p,
@@ -283,24 +289,13 @@ impl Agent {
         run.await.unwrap_or_else(|e| failure(pb::FailureKind::Trap, format!("the run crashed: {e}")))
     }
 
-    fn finish(&self, key: RunKey, o: Outcome) {
-        let result = pb::TaskResult {
-            task_id: key.0,
-            attempt: key.1,
-            failure: o.failure.map(|(kind, message)| pb::Failure { kind: kind.into(), message }),
-            output: o.output,
-            fuel_consumed: o.fuel_consumed,
-            duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
-            exit_code: o.exit_code,
-            stderr: o.stderr,
-            stderr_truncated: o.stderr_truncated,
-        };
-        {
-            let mut runs = self.runs();
-            runs.running.remove(&key);
-            runs.outbox.insert(key, result);
+    /// Sends a message on the open stream, if any.
+    pub(crate) async fn send_now(&self, kind: Out) -> bool {
+        let out = self.outbound.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match out {
+            Some(out) => send(&out, kind).await.is_ok(),
+            None => false,
         }
-        let _ = self.finished.send(key);
     }
 }
 

@@ -54,6 +54,10 @@ pub struct ExecutorOptions {
     /// Silent this long, this executor is declared lost by the masters.
     #[arg(long, value_name = "DURATION")]
     pub keepalive_ttl: Option<Dur>,
+    /// On SIGTERM or a drain, how long running tasks may take to finish before they are
+    /// given back to run elsewhere.
+    #[arg(long, value_name = "DURATION")]
+    pub drain_grace: Option<Dur>,
     /// Fuel of a task that does not set its own.
     #[arg(long, value_name = "N")]
     pub default_fuel: Option<u64>,
@@ -85,6 +89,7 @@ pub struct ExecutorConfig {
     pub memory: u64,
     pub data_dir: PathBuf,
     pub keepalive_ttl: Duration,
+    pub drain_grace: Duration,
     pub default_fuel: u64,
     pub max_output_size: u64,
     pub max_stderr_size: u64,
@@ -134,6 +139,7 @@ impl ExecutorOptions {
             memory,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data/executor")),
             keepalive_ttl,
+            drain_grace: self.drain_grace.unwrap_or(Dur::secs(30)).0,
             default_fuel: self.default_fuel.unwrap_or(100_000_000_000),
             max_output_size: self.max_output_size.unwrap_or(Size::mib(16)).bytes(),
             max_stderr_size: self.max_stderr_size.unwrap_or(Size(64 * 1024)).bytes(),

@@ -8,8 +8,10 @@
 
 pub mod agent;
 pub mod config;
+mod drain;
 pub mod masters;
 pub mod modules;
+pub mod runs;
 pub mod sandbox;
 pub mod server;
 pub mod worker_api;

@@ -24,8 +24,17 @@ async fn run() -> anyhow::Result<()> {
     let listener = wasmgrid_executor::bind(&config).await?;
     let shutdown = CancellationToken::new();
     let running = wasmgrid_executor::start(config, listener, shutdown.clone()).await?;
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    let agent = running.agent.clone();
+    tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("draining before exit (signal again to stop at once)");
+            tokio::select! {
+                _ = agent.drain(running.drain_grace) => {}
+                _ = wait_for_signal() => tracing::warn!("stopping without finishing the drain"),
+            }
+        }
+        _ = agent.left.cancelled() => tracing::info!("drained; leaving"),
+    }
     shutdown.cancel();
     running.join().await;
     Ok(())

@@ -21,6 +21,7 @@ use crate::worker_api::WorkerService;
 /// A running executor.
 pub struct Running {
     pub agent: Arc<Agent>,
+    pub drain_grace: std::time::Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     guests: Option<tokio::runtime::Runtime>,
 }
@@ -87,6 +88,15 @@ pub async fn start(
     });
     tracing::info!(name = %name, slots = config.slots, "listening on {bound}");
     let mut tasks = vec![tokio::spawn(agent.clone().run(finished, shutdown.clone()))];
+    tasks.push(tokio::spawn(agent.clone().watch_lease(shutdown.clone())));
+    // A drain asked by the leader (`master-client executor drain`) ends with the executor leaving.
+    let (drainer, grace, token) = (agent.clone(), config.drain_grace, shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = drainer.drain_requested.cancelled() => drainer.drain(grace).await,
+        }
+    }));
     let service = WorkerServer::new(WorkerService::new(agent.clone()));
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -95,5 +105,5 @@ pub async fn start(
             tracing::error!(error = %e, "worker api failed");
         }
     }));
-    Ok(Running { agent, tasks, guests: Some(guests) })
+    Ok(Running { agent, drain_grace: config.drain_grace, tasks, guests: Some(guests) })
 }

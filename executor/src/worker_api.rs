@@ -23,7 +23,7 @@ impl WorkerService {
 impl Worker for WorkerService {
     async fn status(&self, _: Request<pb::WorkerStatusRequest>) -> Result<Response<pb::WorkerStatus>, Status> {
         let a = &self.agent;
-        let running = a.running();
+        let running = a.runs.running_ids();
         Ok(Response::new(pb::WorkerStatus {
             name: a.name.clone(),
             slots: a.slots(),

@@ -93,11 +93,32 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
         for (name, incarnation) in expired {
             tracing::warn!(executor = %name, "executor silent past its lease; moving its tasks");
             // Waiting keeps one notice per executor in flight, not one per tick.
-            if let Err(e) = node.propose(Command::ExecutorLost { name, incarnation }).await {
-                tracing::debug!(error = %e, "could not declare executor lost");
+            match node.propose(Command::ExecutorLost { name: name.clone(), incarnation }).await {
+                // A frozen executor that wakes up must register again (and be told what
+                // it runs is stale): end its stream so it reconnects.
+                Ok(_) => node.replica.sessions.end(&name, "this executor was declared lost; register again"),
+                Err(e) => tracing::debug!(error = %e, "could not declare executor lost"),
+            }
+        }
+        // A run past its timeout whose executor never said so: fail it here.
+        let overdue = node.replica.read().overdue(now_ms(), TIMEOUT_GRACE_MS);
+        for (task, attempt) in overdue {
+            tracing::warn!(task_id = task, attempt, "run past its timeout and not reported; failing it");
+            if let Err(e) = node.propose(Command::Expire { task, attempt }).await {
+                tracing::debug!(error = %e, "could not expire a run");
             }
         }
     }
+}
+
+/// How long past a run's timeout the leader waits for the executor's own report.
+const TIMEOUT_GRACE_MS: i64 = 3_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 async fn waiters(node: Arc<Node>, shutdown: CancellationToken) {

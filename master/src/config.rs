@@ -70,6 +70,9 @@ pub struct MasterOptions {
     /// Most tasks in one submit call.
     #[arg(long, value_name = "N")]
     pub max_batch_size: Option<u32>,
+    /// Most tasks waiting for an executor; submits beyond it are refused.
+    #[arg(long, value_name = "N")]
+    pub max_pending_tasks: Option<u64>,
     /// Memory a task may use when it does not say.
     #[arg(long, value_name = "SIZE")]
     pub default_memory: Option<Size>,
@@ -158,6 +161,7 @@ pub struct MasterConfig {
     pub max_module_size: u64,
     pub max_input_size: u64,
     pub max_batch_size: usize,
+    pub max_pending_tasks: u64,
     pub default_memory: u64,
     pub default_timeout: Duration,
     pub default_max_attempts: u32,
@@ -228,6 +232,7 @@ impl MasterOptions {
             max_module_size,
             max_input_size,
             max_batch_size: self.max_batch_size.unwrap_or(10_000).max(1) as usize,
+            max_pending_tasks: self.max_pending_tasks.unwrap_or(1_000_000).max(1),
             default_memory,
             default_timeout: self.default_timeout.unwrap_or(Dur::secs(60)).0,
             default_max_attempts: self.default_max_attempts.unwrap_or(3).max(1),
@@ -262,6 +267,7 @@ mod tests {
             max_module_size: Some(Size(1)),
             max_input_size: Some(Size(1)),
             max_batch_size: Some(1),
+            max_pending_tasks: Some(1),
             default_memory: Some(Size(1)),
             default_timeout: Some(Dur::secs(1)),
             default_max_attempts: Some(1),

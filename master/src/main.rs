@@ -26,6 +26,7 @@ async fn run() -> anyhow::Result<()> {
     let running = wasmgrid_master::start(config, listeners, shutdown.clone()).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
+    running.step_down().await;
     shutdown.cancel();
     running.join().await;
     Ok(())

@@ -79,6 +79,7 @@ impl Replica {
                 outputs: std::mem::take(&mut fx.outputs),
                 modules: std::mem::take(&mut fx.modules),
                 executors: fx.executors.iter().filter_map(|n| sm.executor(n).cloned()).collect(),
+                executors_removed: std::mem::take(&mut fx.executors_removed),
                 requests_added: std::mem::take(&mut fx.requests_added),
                 requests_expired: std::mem::take(&mut fx.requests_expired),
                 next_task_id: sm.next_task_id(),
@@ -199,7 +200,11 @@ mod tests {
             args: vec![],
             env: vec![],
         };
-        let submit = Command::Submit { request_id: None, tasks: vec![NewTask { spec, input: b"abc".to_vec() }] };
+        let submit = Command::Submit {
+            request_id: None,
+            tasks: vec![NewTask { spec, input: b"abc".to_vec() }],
+            max_pending: None,
+        };
         replica.apply(vec![Some(Batch { at_ms: 1, commands: vec![put, submit] })], vec![]).unwrap();
         assert_eq!(replica.db.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
     }

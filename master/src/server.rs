@@ -65,6 +65,28 @@ pub struct Running {
 }
 
 impl Running {
+    /// Before an orderly exit: a leader closes the executors' streams (so they move at once)
+    /// and gives its followers up to a second to replicate everything, so the next leader
+    /// starts from the full log; it then stops, and a follower is elected when the lease runs
+    /// out.
+    pub async fn step_down(&self) {
+        if !self.node.is_leader() {
+            return;
+        }
+        tracing::info!("handing over: closing executor sessions and letting followers catch up");
+        self.node.replica.sessions.close_all("this master is shutting down");
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            let m = self.node.metrics();
+            let last = m.last_log_index;
+            let caught_up = m.replication.as_ref().is_none_or(|r| r.values().all(|l| l.map(|l| l.index) == last));
+            if caught_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for the servers to stop (after the shutdown token fired) and stops Raft.
     pub async fn join(self) {
         for t in self.tasks {

@@ -81,6 +81,17 @@ impl Sessions {
         true
     }
 
+    /// Ends the stream of `name` with `why` (it reconnects, and is reconciled).
+    pub fn end(&self, name: &str, why: &str) {
+        let removed = self.lock().remove(name);
+        if let Some(s) = removed {
+            if let Some(seen) = self.seen().get_mut(name) {
+                seen.connected = false;
+            }
+            let _ = s.tx.try_send(Err(Status::unavailable(why.to_string())));
+        }
+    }
+
     /// Ends every stream, e.g. when this master stops being the leader.
     pub fn close_all(&self, why: &str) {
         let sessions: Vec<Session> = self.lock().drain().map(|(_, s)| s).collect();

@@ -170,3 +170,29 @@ pub fn wasi_cat() -> Vec<u8> {
     )
     .unwrap()
 }
+
+/// A WASI command that sleeps `ms` milliseconds (a WASI clock wait, no CPU), then prints
+/// `slept` and exits 0: a long task that costs nothing.
+pub fn sleeper(ms: u64) -> Vec<u8> {
+    let ns = ms * 1_000_000;
+    wat::parse_str(format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 512) "slept")
+          (func (export "_start")
+            ;; one relative monotonic-clock subscription at 0, events at 64
+            (i64.store (i32.const 0) (i64.const 7))
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const {ns}))
+            (i64.store (i32.const 32) (i64.const 0))
+            (i32.store16 (i32.const 40) (i32.const 0))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+            (i32.store (i32.const 256) (i32.const 512))
+            (i32.store (i32.const 260) (i32.const 5))
+            (drop (call $write (i32.const 1) (i32.const 256) (i32.const 1) (i32.const 264)))))"#
+    ))
+    .unwrap()
+}

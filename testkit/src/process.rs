@@ -77,6 +77,18 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.child.id()).expect("pid fits");
         // SAFETY: kill(2) takes plain integers and has no memory-safety preconditions.

@@ -124,8 +124,13 @@ impl Group {
         Client::new(self.addrs()).expect("addresses").with_deadline(Duration::from_secs(30))
     }
 
-    /// Starts an executor process joined to every master.
+    /// Starts an executor process joined to every master, with a 3s lease.
     pub fn start_executor(&mut self, name: &str, slots: u32) {
+        self.start_executor_with(name, slots, &["--keepalive-ttl", "3s"]);
+    }
+
+    /// Starts an executor process joined to every master, with `extra` flags.
+    pub fn start_executor_with(&mut self, name: &str, slots: u32, extra: &[&str]) {
         let join = self.addrs().iter().map(Addr::to_string).collect::<Vec<_>>().join(",");
         let args = vec![
             "--join".to_string(),
@@ -138,9 +143,9 @@ impl Group {
             self.dir.path().join(name).display().to_string(),
             "--slots".into(),
             slots.to_string(),
-            "--keepalive-ttl".into(),
-            "3s".into(),
         ];
+        let mut args = args;
+        args.extend(extra.iter().map(|s| s.to_string()));
         let log = self.dir.path().join(format!("{name}.log"));
         self.executors.push(Proc::start("executor", &args, &log));
     }

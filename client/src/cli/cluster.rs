@@ -19,19 +19,7 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
     match output {
         Output::Json => {
             let members: Vec<_> = s.members.iter().map(member_json).collect();
-            let executors: Vec<_> = s
-                .executors
-                .iter()
-                .map(|e| {
-                    json!({
-                        "name": e.name, "addr": e.addr, "state": e.state, "connected": e.connected,
-                        "slots": e.slots, "slots_in_use": e.slots_in_use,
-                        "memory": e.memory_bytes, "memory_reserved": e.memory_reserved,
-                        "running": e.running.iter().map(u64::to_string).collect::<Vec<_>>(),
-                        "last_heartbeat_ms_ago": (e.last_heartbeat_ms >= 0).then_some(e.last_heartbeat_ms),
-                    })
-                })
-                .collect();
+            let executors: Vec<_> = s.executors.iter().map(executor_json).collect();
             print_json(&json!({
                 "leader": (!s.leader.is_empty()).then_some(&s.leader),
                 "term": s.term,
@@ -63,22 +51,52 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
                     m.peer_addr
                 );
             }
-            println!("\nEXECUTOR                 STATE     SLOTS   MEMORY (RESERVED/TOTAL)   ADDR");
-            for e in &s.executors {
-                println!(
-                    "{:<24} {:<9} {:>2}/{:<4} {:>10}/{:<13} {}",
-                    e.name,
-                    e.state,
-                    e.slots_in_use,
-                    e.slots,
-                    wasmgrid_common::Size(e.memory_reserved).human(),
-                    wasmgrid_common::Size(e.memory_bytes).human(),
-                    e.addr
-                );
-            }
+            println!();
+            print_executors(&s.executors);
         }
     }
     Ok(0)
+}
+
+pub fn executor_json(e: &wasmgrid_proto::ExecutorInfo) -> serde_json::Value {
+    json!({
+        "name": e.name, "addr": e.addr, "state": e.state, "connected": e.connected,
+        "slots": e.slots, "slots_in_use": e.slots_in_use,
+        "memory": e.memory_bytes, "memory_reserved": e.memory_reserved,
+        "running": e.running.iter().map(u64::to_string).collect::<Vec<_>>(),
+        "last_heartbeat_ms_ago": (e.last_heartbeat_ms >= 0).then_some(e.last_heartbeat_ms),
+    })
+}
+
+pub fn print_executors(executors: &[wasmgrid_proto::ExecutorInfo]) {
+    println!(
+        "{:<24} {:<12} {:>7}  {:>19}  {:>9}  {:<16} ADDR",
+        "EXECUTOR", "STATE", "SLOTS", "MEMORY RESERVED", "HEARTBEAT", "RUNNING"
+    );
+    for e in executors {
+        let memory = format!(
+            "{}/{}",
+            wasmgrid_common::Size(e.memory_reserved).human(),
+            wasmgrid_common::Size(e.memory_bytes).human()
+        );
+        let heartbeat = if e.last_heartbeat_ms >= 0 { format!("{}ms ago", e.last_heartbeat_ms) } else { "-".into() };
+        let running: Vec<String> = e.running.iter().map(u64::to_string).collect();
+        let mut running = running.join(",");
+        if running.len() > 16 {
+            running = format!("{}…", &running[..15]);
+        }
+        println!(
+            "{:<24} {:<12} {:>3}/{:<3}  {:>19}  {:>9}  {:<16} {}",
+            e.name,
+            e.state,
+            e.slots_in_use,
+            e.slots,
+            memory,
+            heartbeat,
+            if running.is_empty() { "-" } else { &running },
+            e.addr
+        );
+    }
 }
 
 pub fn member_json(m: &wasmgrid_proto::Member) -> serde_json::Value {

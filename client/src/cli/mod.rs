@@ -1,6 +1,7 @@
 //! The `master-client` command line: a thin layer over [`Client`](crate::Client).
 
 mod cluster;
+mod executors;
 mod members;
 mod modules;
 mod render;
@@ -47,6 +48,9 @@ pub enum Command {
     /// The state of the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The executors: list them, drain one.
+    #[command(subcommand)]
+    Executor(executors::ExecutorCommand),
     /// The master group: list, add or remove masters at run time.
     #[command(subcommand)]
     Member(members::MemberCommand),
@@ -69,6 +73,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Task(cmd) => tasks::run(&client, cmd, cli.output).await,
         Command::Cluster(cmd) => cluster::run(&client, cmd, cli.output).await,
         Command::Member(cmd) => members::run(&client, cmd, cli.output).await,
+        Command::Executor(cmd) => executors::run(&client, cmd, cli.output).await,
     };
     match result {
         Ok(code) => code,

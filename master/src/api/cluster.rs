@@ -8,6 +8,8 @@ use wasmgrid_proto as pb;
 use crate::convert;
 use crate::error::ApiError;
 use crate::node::Node;
+use crate::sessions::message;
+use crate::state::{Command, Response};
 
 pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
     let m = node.metrics();
@@ -33,6 +35,19 @@ pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
         running_tasks: sm.running_count() as u64,
         commit_index: m.last_applied.map_or(0, |l| l.index),
     })
+}
+
+/// Stops placing tasks on executor `name` and tells it to finish and leave.
+pub async fn drain(node: &Node, name: String) -> Result<pb::ExecutorInfo, ApiError> {
+    node.ensure_leader()?;
+    if let Response::Refused(r) = node.propose(Command::Drain(name.clone())).await? {
+        return Err(ApiError::NotFound(r.to_string()));
+    }
+    node.replica.sessions.send(&name, message(pb::master_message::Kind::Drain(pb::Drain {})));
+    let sm = node.replica.read();
+    let e = sm.executor(&name).ok_or_else(|| ApiError::NotFound(format!("no executor named {name}")))?;
+    let connected = node.replica.sessions.info(&name).is_some_and(|s| s.connected);
+    Ok(convert::executor_info(e, connected, -1))
 }
 
 /// The members as this master sees them: the leader knows how far each has replicated.

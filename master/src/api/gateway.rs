@@ -127,9 +127,23 @@ async fn serve(
         match msg {
             Ok(Some(pb::ExecutorMessage { kind: Some(kind) })) => {
                 node.replica.sessions.touch(&name, session);
-                if let Kind::Results(results) = kind {
-                    let reports = results.results.into_iter().map(|r| convert::report(&name, r)).collect();
-                    node.proposer.propose_detached(Command::Finish(reports));
+                match kind {
+                    Kind::Results(results) => {
+                        let reports = results.results.into_iter().map(|r| convert::report(&name, r)).collect();
+                        node.proposer.propose_detached(Command::Finish(reports));
+                    }
+                    Kind::Draining(_) => {
+                        tracing::info!(executor = %name, "executor is draining");
+                        node.proposer.propose_detached(Command::Drain(name.clone()));
+                    }
+                    Kind::Leaving(_) => {
+                        let leave = Command::Deregister { name: name.clone(), incarnation: hello.incarnation };
+                        if node.propose(leave).await.is_ok() {
+                            tracing::info!(executor = %name, "executor drained and left");
+                            let _ = tx.send(Ok(message(pb::master_message::Kind::Farewell(pb::Farewell {})))).await;
+                        }
+                    }
+                    Kind::Hello(_) | Kind::Heartbeat(_) => {}
                 }
             }
             Ok(Some(_)) => {}

@@ -99,4 +99,12 @@ impl Master for MasterService {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         Ok(Response::new(members::remove(&self.node, req.into_inner().name).await?))
     }
+
+    #[tracing::instrument(skip_all, fields(executor = %req.get_ref().name))]
+    async fn drain_executor(
+        &self,
+        req: Request<pb::DrainExecutorRequest>,
+    ) -> Result<Response<pb::ExecutorInfo>, Status> {
+        Ok(Response::new(cluster::drain(&self.node, req.into_inner().name).await?))
+    }
 }

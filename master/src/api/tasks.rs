@@ -51,8 +51,10 @@ pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::Subm
             return Err(ApiError::FailedPrecondition(Refusal::UnknownModule(t.spec.module.to_string()).to_string()));
         }
     }
-    match node.propose(Command::Submit { request_id, tasks }).await? {
+    let max_pending = Some(node.config.max_pending_tasks);
+    match node.propose(Command::Submit { request_id, tasks, max_pending }).await? {
         Response::Submitted(ids) => Ok(pb::SubmitTasksResponse { ids }),
+        Response::Refused(r @ Refusal::QueueFull { .. }) => Err(ApiError::ResourceExhausted(r.to_string())),
         Response::Refused(r) => Err(ApiError::FailedPrecondition(r.to_string())),
         Response::Done => Err(ApiError::Internal("submit answered without task ids".into())),
     }

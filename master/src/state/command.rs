@@ -32,6 +32,8 @@ pub enum Command {
     Submit {
         request_id: Option<RequestId>,
         tasks: Vec<NewTask>,
+        /// Refuse the batch if the pending queue would grow past this (`max-pending-tasks`).
+        max_pending: Option<u64>,
     },
     /// Results of runs, as reported by executors.
     Finish(Vec<Report>),
@@ -49,6 +51,18 @@ pub enum Command {
     Disconnected {
         name: String,
         incarnation: u64,
+    },
+    /// Take no new tasks there; it finishes what it runs and then leaves.
+    Drain(String),
+    /// The executor left (after a drain): forget it; whatever it still ran moves.
+    Deregister {
+        name: String,
+        incarnation: u64,
+    },
+    /// The run's timeout has passed and its executor has not reported: fail it as `timeout`.
+    Expire {
+        task: TaskId,
+        attempt: u32,
     },
     /// Where clients reach master `node` (so followers can name the leader's address).
     MemberAddr {
@@ -79,4 +93,8 @@ pub enum Refusal {
     AlreadyFinished(TaskId),
     #[error("unknown module {0}: upload it first with `master-client module upload`")]
     UnknownModule(String),
+    #[error("resource exhausted: {pending} tasks are pending and {adding} more would pass the limit max-pending-tasks = {limit}; retry once the queue drains")]
+    QueueFull { pending: u64, adding: u64, limit: u64 },
+    #[error("no executor named {0}")]
+    ExecutorNotFound(String),
 }

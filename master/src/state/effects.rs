@@ -47,6 +47,8 @@ pub struct Effects {
     pub acks: Vec<(String, RunRef)>,
     pub modules: Vec<ModuleMeta>,
     pub executors: BTreeSet<String>,
+    /// Executors that left for good.
+    pub executors_removed: Vec<String>,
     pub requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
     pub requests_expired: Vec<RequestId>,
     /// The masters' client addresses changed.

@@ -115,7 +115,7 @@ impl StateMachine {
                 }
                 Response::Done
             }
-            Command::Submit { request_id, tasks } => self.submit(request_id, tasks, now, fx),
+            Command::Submit { request_id, tasks, max_pending } => self.submit(request_id, tasks, max_pending, now, fx),
             Command::Finish(reports) => {
                 for r in reports {
                     self.finish(r, now, fx);
@@ -140,6 +140,37 @@ impl StateMachine {
                 }
                 Response::Done
             }
+            Command::Drain(name) => match self.executors.get_mut(&name) {
+                Some(e) => {
+                    if e.state != ExecutorState::Lost {
+                        e.state = ExecutorState::Draining;
+                        fx.executors.insert(name);
+                    }
+                    Response::Done
+                }
+                None => Response::Refused(Refusal::ExecutorNotFound(name)),
+            },
+            Command::Deregister { name, incarnation } => {
+                if self.executors.get(&name).is_some_and(|e| e.incarnation == incarnation) {
+                    self.lose_executor(&name, now, fx);
+                    self.executors.remove(&name);
+                    fx.executors_removed.push(name);
+                }
+                Response::Done
+            }
+            Command::Expire { task, attempt } => {
+                let running = self.live.get(&task).filter(|t| t.state == TaskState::Running && t.attempts == attempt);
+                if let Some(executor) = running.and_then(|t| t.executor.clone()) {
+                    let timeout = running.map_or(0, |t| t.spec.limits.timeout_ms);
+                    fx.stop.push((executor.clone(), RunRef { task, attempt }));
+                    self.release(task);
+                    let message = format!(
+                        "the task ran past its timeout of {timeout}ms and executor {executor} did not report a result"
+                    );
+                    self.finalize(task, TaskState::Failed, Some(Failure::new(FailureKind::Timeout, message)), now, fx);
+                }
+                Response::Done
+            }
             Command::MemberAddr { node, api_addr } => {
                 if self.member_addrs.get(&node) != Some(&api_addr) {
                     self.member_addrs.insert(node, api_addr);
@@ -160,9 +191,20 @@ impl StateMachine {
         }
     }
 
-    fn submit(&mut self, request_id: Option<RequestId>, tasks: Vec<NewTask>, now: i64, fx: &mut Effects) -> Response {
+    fn submit(
+        &mut self,
+        request_id: Option<RequestId>,
+        tasks: Vec<NewTask>,
+        max_pending: Option<u64>,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Response {
         if let Some(ids) = request_id.and_then(|r| self.requests.get(&r)) {
             return Response::Submitted(ids.clone());
+        }
+        let (pending, adding) = (self.queue.len() as u64, tasks.len() as u64);
+        if let Some(limit) = max_pending.filter(|l| pending + adding > *l) {
+            return Response::Refused(Refusal::QueueFull { pending, adding, limit });
         }
         if let Some(t) = tasks.iter().find(|t| !self.modules.contains_key(&t.spec.module)) {
             return Response::Refused(Refusal::UnknownModule(t.spec.module.to_string()));
@@ -401,6 +443,20 @@ impl StateMachine {
             args: t.spec.args.clone(),
             env: t.spec.env.clone(),
         })
+    }
+
+    /// Running tasks whose timeout (plus `grace_ms`) has passed at `now_ms`: (task, attempt).
+    pub fn overdue(&self, now_ms: i64, grace_ms: i64) -> Vec<(TaskId, u32)> {
+        self.executors
+            .values()
+            .flat_map(|e| e.running.iter())
+            .filter_map(|id| self.live.get(id))
+            .filter(|t| {
+                let timeout = i64::try_from(t.spec.limits.timeout_ms).unwrap_or(i64::MAX);
+                t.started_at_ms.saturating_add(timeout).saturating_add(grace_ms) < now_ms
+            })
+            .map(|t| (t.id, t.attempts))
+            .collect()
     }
 
     /// Why a pending task is not running (empty when it just waits for a free slot).

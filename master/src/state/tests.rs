@@ -55,7 +55,7 @@ impl World {
 
     fn submit(&mut self, specs: Vec<TaskSpec>) -> (Vec<TaskId>, Effects) {
         let tasks = specs.into_iter().map(|spec| NewTask { spec, input: b"in".to_vec() }).collect();
-        let (r, fx) = self.apply(vec![Command::Submit { request_id: None, tasks }]);
+        let (r, fx) = self.apply(vec![Command::Submit { request_id: None, tasks, max_pending: None }]);
         match &r[0] {
             Response::Submitted(ids) => (ids.clone(), fx),
             other => panic!("unexpected {other:?}"),
@@ -258,7 +258,7 @@ fn a_retried_submit_returns_the_same_tasks_until_the_key_expires() {
     let key = Some([7u8; 16]);
     let submit = |w: &mut World| {
         let tasks = vec![NewTask { spec: spec(1, 0), input: vec![] }];
-        w.apply(vec![Command::Submit { request_id: key, tasks }]).0
+        w.apply(vec![Command::Submit { request_id: key, tasks, max_pending: None }]).0
     };
     let first = submit(&mut w);
     assert_eq!(submit(&mut w), first);
@@ -275,7 +275,7 @@ fn unknown_modules_are_refused() {
     let mut s = spec(1, 0);
     s.module = Digest::of(b"other");
     let tasks = vec![NewTask { spec: s, input: vec![] }];
-    let (r, fx) = w.apply(vec![Command::Submit { request_id: None, tasks }]);
+    let (r, fx) = w.apply(vec![Command::Submit { request_id: None, tasks, max_pending: None }]);
     assert!(matches!(r[0], Response::Refused(Refusal::UnknownModule(_))));
     assert!(fx.inputs.is_empty());
 }
@@ -316,4 +316,58 @@ fn a_disconnected_executor_gets_no_new_tasks_until_it_registers_again() {
     let fx = w.register("a", 2, 256, 1);
     assert_eq!(placed(&fx), vec![(second[0], "a".into())]);
     assert_eq!(w.state(first[0]), Some(TaskState::Running));
+}
+
+#[test]
+fn the_pending_queue_is_bounded() {
+    let mut w = World::new();
+    let submit = |w: &mut World, n: usize| {
+        let tasks = (0..n).map(|_| NewTask { spec: spec(1, 0), input: vec![] }).collect();
+        w.apply(vec![Command::Submit { request_id: None, tasks, max_pending: Some(3) }]).0.remove(0)
+    };
+    assert!(matches!(submit(&mut w, 2), Response::Submitted(_)));
+    assert_eq!(submit(&mut w, 2), Response::Refused(Refusal::QueueFull { pending: 2, adding: 2, limit: 3 }));
+    assert!(matches!(submit(&mut w, 1), Response::Submitted(_)));
+    // Running tasks do not count: once placed, the queue has room again.
+    w.register("e", 3, 256, 1);
+    assert!(matches!(submit(&mut w, 3), Response::Submitted(_)));
+}
+
+#[test]
+fn a_draining_executor_gets_nothing_new_and_its_runs_move_when_it_leaves() {
+    let mut w = World::new();
+    w.register("a", 1, 256, 1);
+    let (first, _) = w.submit(vec![spec(1, 0)]);
+    let (_, fx) = w.apply(vec![Command::Drain("a".into())]);
+    assert!(fx.stop.is_empty(), "running work finishes");
+    assert_eq!(w.sm.executor("a").unwrap().state, ExecutorState::Draining);
+    let (second, fx) = w.submit(vec![spec(1, 0)]);
+    assert!(fx.dispatch.is_empty());
+    w.register("b", 1, 256, 1);
+    let (_, fx) = w.apply(vec![Command::Deregister { name: "a".into(), incarnation: 1 }]);
+    assert!(w.sm.executor("a").is_none());
+    assert_eq!(fx.executors_removed, vec!["a".to_string()]);
+    // b was busy with the second task; the first one waits for it.
+    assert!(fx.dispatch.is_empty());
+    assert_eq!(w.state(first[0]), Some(TaskState::Pending));
+    assert_eq!(w.state(second[0]), Some(TaskState::Running));
+    let (r, _) = w.apply(vec![Command::Drain("nope".into())]);
+    assert_eq!(r[0], Response::Refused(Refusal::ExecutorNotFound("nope".into())));
+}
+
+#[test]
+fn an_overdue_run_is_expired_as_a_timeout_once() {
+    let mut w = World::new();
+    w.register("a", 1, 256, 1);
+    let (ids, _) = w.submit(vec![spec(1, 0)]);
+    let started = w.sm.live_task(ids[0]).unwrap().started_at_ms;
+    assert!(w.sm.overdue(started + 1000, 500).is_empty());
+    assert_eq!(w.sm.overdue(started + 1501, 500), vec![(ids[0], 1)]);
+    let (_, fx) = w.apply(vec![Command::Expire { task: ids[0], attempt: 1 }]);
+    assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::Timeout);
+    assert_eq!(fx.stop, vec![("a".to_string(), RunRef { task: ids[0], attempt: 1 })]);
+    let fx = w.report(ids[0], 1, "a", None);
+    assert!(fx.finished.is_empty(), "the late result changes nothing");
+    let (_, fx) = w.apply(vec![Command::Expire { task: ids[0], attempt: 1 }]);
+    assert!(fx.finished.is_empty());
 }

@@ -40,6 +40,7 @@ pub struct Changes {
     pub outputs: Vec<(TaskId, TaskOutput)>,
     pub modules: Vec<ModuleMeta>,
     pub executors: Vec<ExecutorRecord>,
+    pub executors_removed: Vec<String>,
     pub requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
     pub requests_expired: Vec<RequestId>,
     pub next_task_id: TaskId,
@@ -140,6 +141,9 @@ impl StateDb {
             let mut executors = tx.open_table(EXECUTORS)?;
             for e in &c.executors {
                 executors.insert(e.name.as_str(), encode(e)?.as_slice())?;
+            }
+            for name in &c.executors_removed {
+                executors.remove(name.as_str())?;
             }
             let mut requests = tx.open_table(REQUESTS)?;
             for (key, ids, at) in &c.requests_added {

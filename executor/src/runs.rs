@@ -1,0 +1,150 @@
+//! The runs an executor holds: running ones (with their cancel token) and finished ones whose
+//! result waits in the outbox until the leader acknowledges it.
+//!
+//! A run given up by the executor itself (it drains, or lost the masters for longer than its
+//! lease) is reported as `executor_lost`, so the master runs it elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+use wasmgrid_proto as pb;
+
+use crate::sandbox::Outcome;
+
+/// A run, named by its fencing token.
+pub type RunKey = (u64, u32);
+
+#[derive(Default)]
+struct Inner {
+    running: HashMap<RunKey, CancellationToken>,
+    /// Runs this executor gave up, and why.
+    abandoned: HashMap<RunKey, String>,
+    outbox: BTreeMap<RunKey, pb::TaskResult>,
+    /// Most runs at once so far (never more than the slots).
+    peak: usize,
+}
+
+#[derive(Default)]
+pub struct Runs {
+    inner: Mutex<Inner>,
+}
+
+impl Runs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a run unless it is already held; returns its cancel token.
+    pub fn hold(&self, key: RunKey) -> Option<CancellationToken> {
+        let mut runs = self.lock();
+        if runs.running.contains_key(&key) || runs.outbox.contains_key(&key) {
+            return None;
+        }
+        let token = CancellationToken::new();
+        runs.running.insert(key, token.clone());
+        Some(token)
+    }
+
+    /// Records how many runs are executing right now (for the peak).
+    pub fn note_busy(&self, busy: usize) {
+        let mut runs = self.lock();
+        runs.peak = runs.peak.max(busy);
+    }
+
+    pub fn peak(&self) -> usize {
+        self.lock().peak
+    }
+
+    /// Moves a finished run to the outbox; a run this executor gave up becomes `executor_lost`.
+    pub fn finish(&self, key: RunKey, o: Outcome) {
+        let mut runs = self.lock();
+        runs.running.remove(&key);
+        let failure = match runs.abandoned.remove(&key) {
+            Some(why) => Some(pb::Failure { kind: pb::FailureKind::ExecutorLost.into(), message: why }),
+            None => o.failure.map(|(kind, message)| pb::Failure { kind: kind.into(), message }),
+        };
+        let result = pb::TaskResult {
+            task_id: key.0,
+            attempt: key.1,
+            failure,
+            output: o.output,
+            fuel_consumed: o.fuel_consumed,
+            duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
+            exit_code: o.exit_code,
+            stderr: o.stderr,
+            stderr_truncated: o.stderr_truncated,
+        };
+        runs.outbox.insert(key, result);
+    }
+
+    pub fn cancel(&self, key: RunKey) -> bool {
+        match self.lock().running.get(&key) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every running run, to be reported as `executor_lost` with `why`.
+    pub fn abandon_all(&self, why: &str) -> usize {
+        let mut runs = self.lock();
+        let keys: Vec<RunKey> = runs.running.keys().copied().collect();
+        for key in &keys {
+            runs.abandoned.insert(*key, why.to_string());
+            if let Some(t) = runs.running.get(key) {
+                t.cancel();
+            }
+        }
+        keys.len()
+    }
+
+    /// Marks one run as given up (it is cancelled and reported as `executor_lost`).
+    pub fn abandon(&self, key: RunKey, why: &str) {
+        let mut runs = self.lock();
+        runs.abandoned.insert(key, why.to_string());
+        if let Some(t) = runs.running.get(&key) {
+            t.cancel();
+        }
+    }
+
+    pub fn ack(&self, keys: impl IntoIterator<Item = RunKey>) {
+        let mut runs = self.lock();
+        for key in keys {
+            runs.outbox.remove(&key);
+        }
+    }
+
+    /// Every run held: running, or finished and not yet acknowledged.
+    pub fn held(&self) -> Vec<pb::RunningTask> {
+        let runs = self.lock();
+        runs.running
+            .keys()
+            .chain(runs.outbox.keys())
+            .map(|(task_id, attempt)| pb::RunningTask { task_id: *task_id, attempt: *attempt })
+            .collect()
+    }
+
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.lock().running.keys().map(|k| k.0).collect()
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.lock().running.len()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.lock().outbox.len()
+    }
+
+    /// Results waiting for an acknowledgement: all of them, or those of `keys`.
+    pub fn results(&self, keys: Option<&[RunKey]>) -> Vec<pb::TaskResult> {
+        let runs = self.lock();
+        match keys {
+            None => runs.outbox.values().cloned().collect(),
+            Some(keys) => keys.iter().filter_map(|k| runs.outbox.get(k).cloned()).collect(),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Executors that die, freeze, stop answering or leave, as real processes: tasks still
+//! finish, once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmgrid_client::proto as pb;
+use wasmgrid_client::Client;
+use wasmgrid_tests::group::Group;
+use wasmgrid_tests::guests;
+
+fn spec(module: &str) -> pb::TaskSpec {
+    pb::TaskSpec { module: module.into(), ..Default::default() }
+}
+
+async fn upload(client: &Client, bytes: &[u8]) -> String {
+    client.upload_module(bytes, Arc::new(|_| {})).await.unwrap().digest
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The task ids an executor process says it is running (its own status API).
+async fn worker_running(addr: &wasmgrid_common::Addr) -> Vec<u64> {
+    let Ok(mut worker) = pb::worker_client::WorkerClient::connect(addr.url()).await else { return vec![] };
+    worker.status(pb::WorkerStatusRequest {}).await.map(|r| r.into_inner().running).unwrap_or_default()
+}
+
+fn executor_index(group: &Group, name: &str) -> usize {
+    (0..group.executors.len()).find(|i| format!("e{}", i + 1) == name).expect("known executor")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_executors_tasks_run_elsewhere_and_all_succeed() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 2);
+    group.start_executor("e2", 2);
+    let client = group.client();
+    let sleeper = upload(&client, &guests::sleeper(3000)).await;
+    let ids = client.submit((0..4).map(|_| spec(&sleeper)).collect()).await.unwrap();
+    wait_until("all four running at once", Duration::from_secs(10), || async {
+        let s = client.cluster_status().await.unwrap();
+        s.running_tasks == 4 && s.executors.iter().all(|e| e.slots_in_use == 2)
+    })
+    .await;
+    let victim = client.get(ids[0]).await.unwrap().executor;
+    let moved: Vec<u64> = {
+        let s = client.cluster_status().await.unwrap();
+        s.executors.iter().find(|e| e.name == victim).unwrap().running.clone()
+    };
+    let victim_index = executor_index(&group, &victim);
+    group.executors[victim_index].kill();
+
+    let mut done = Vec::new();
+    client.wait(&ids, |t| done.push(t)).await.unwrap();
+    for t in &done {
+        assert_eq!(t.state(), pb::TaskState::Succeeded, "task {}: {:?}", t.id, t.error);
+        assert_eq!(t.output, b"slept");
+        if moved.contains(&t.id) {
+            assert!(t.attempts >= 2, "task {} moved but has {} attempts", t.id, t.attempts);
+            assert_ne!(t.executor, victim);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_executor_that_thaws_does_not_change_the_recorded_result() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 1);
+    group.start_executor("e2", 1);
+    let client = group.client();
+    let sleeper = upload(&client, &guests::sleeper(2000)).await;
+    let id = client.submit(vec![spec(&sleeper)]).await.unwrap()[0];
+    wait_until("the task running", Duration::from_secs(10), || async {
+        client.get(id).await.unwrap().state() == pb::TaskState::Running
+    })
+    .await;
+    let first = client.get(id).await.unwrap().executor;
+    let frozen = executor_index(&group, &first);
+    group.executors[frozen].signal(libc::SIGSTOP);
+
+    // Past its 3s lease the task moves, and finishes on the other executor.
+    let t = client.wait_one(id).await.unwrap();
+    assert_eq!(t.state(), pb::TaskState::Succeeded);
+    assert_ne!(t.executor, first);
+    assert_eq!(t.attempts, 2);
+
+    group.executors[frozen].signal(libc::SIGCONT);
+    // The thawed executor finishes its stale run and reports it: that changes nothing.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = client.get(id).await.unwrap();
+    assert_eq!(
+        (after.executor.as_str(), after.attempts, after.finished_at_ms),
+        (t.executor.as_str(), 2, t.finished_at_ms)
+    );
+    assert_eq!(client.list(None, None).await.unwrap().len(), 1);
+    // And it registers again and takes work.
+    wait_until("the thawed executor back", Duration::from_secs(15), || async {
+        let s = client.cluster_status().await.unwrap();
+        s.executors.iter().any(|e| e.name == first && e.state == "alive" && e.connected)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timeout_holds_even_when_the_executor_stops_answering() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor_with("e1", 1, &["--keepalive-ttl", "60s"]);
+    let client = group.client();
+    let sleeper = upload(&client, &guests::sleeper(30_000)).await;
+    let task = pb::TaskSpec { limits: Some(pb::Limits { timeout_ms: 1000, ..Default::default() }), ..spec(&sleeper) };
+    let id = client.submit(vec![task]).await.unwrap()[0];
+    wait_until("the task running", Duration::from_secs(10), || async {
+        client.get(id).await.unwrap().state() == pb::TaskState::Running
+    })
+    .await;
+    group.executors[0].signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let t = client.wait_one(id).await.unwrap();
+    assert_eq!(t.error.as_ref().unwrap().kind(), pb::FailureKind::Timeout, "{:?}", t.error);
+    assert!(t.error.unwrap().message.contains("did not report"));
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    group.executors[0].signal(libc::SIGCONT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_an_executor_and_the_cli_drains_another() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 1);
+    let client = group.client();
+    let sleeper = upload(&client, &guests::sleeper(1500)).await;
+    let running = client.submit(vec![spec(&sleeper)]).await.unwrap()[0];
+    // Running on the executor itself, not only assigned to it.
+    let worker = group.executors[0].addr.clone();
+    wait_until("the task running on e1", Duration::from_secs(10), || async {
+        worker_running(&worker).await.contains(&running)
+    })
+    .await;
+    group.executors[0].signal(libc::SIGTERM);
+    wait_until("e1 draining", Duration::from_secs(5), || async {
+        client.cluster_status().await.unwrap().executors.iter().any(|e| e.state == "draining")
+    })
+    .await;
+    let later = client.submit(vec![spec(&sleeper)]).await.unwrap()[0];
+    let t = client.wait_one(running).await.unwrap();
+    assert_eq!((t.state(), t.executor.as_str()), (pb::TaskState::Succeeded, "e1"), "the running task finishes there");
+    let status = group.executors[0].wait_exit(Duration::from_secs(15)).expect("e1 exits after draining");
+    assert!(status.success(), "{status:?}");
+    assert!(client.cluster_status().await.unwrap().executors.is_empty(), "e1 deregistered");
+    let pending = client.get(later).await.unwrap();
+    assert_eq!(pending.state(), pb::TaskState::Pending, "nothing new went to the draining executor");
+
+    // `master-client executor drain` does the same from afar.
+    group.start_executor("e2", 1);
+    let t = client.wait_one(later).await.unwrap();
+    assert_eq!(t.executor, "e2");
+    let drained = client.drain_executor("e2").await.unwrap();
+    assert_eq!(drained.state, "draining");
+    let status = group.executors[1].wait_exit(Duration::from_secs(15)).expect("e2 exits after draining");
+    assert!(status.success());
+    let err = client.drain_executor("nope").await.unwrap_err();
+    assert!(err.to_string().contains("no executor named nope"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_on_the_leader_hands_over_to_a_follower() {
+    let mut group = Group::start(3, &[]);
+    let client = group.client();
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let echo = upload(&client, &guests::echo()).await;
+    let started = Instant::now();
+    group.masters[leader].proc.as_ref().unwrap().signal(libc::SIGTERM);
+    let status = group.masters[leader].proc.as_mut().unwrap().wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "the leader exits cleanly: {status:?}");
+    group.masters[leader].proc = None;
+    client.submit(vec![spec(&echo)]).await.unwrap();
+    let took = started.elapsed();
+    println!("SIGTERM on the leader to the next acknowledged write: {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

@@ -1,0 +1,148 @@
+//! Placement and backpressure with masters and executors in this process: priorities, memory
+//! fit, fairness and slot limits at scale, the pending-queue bound.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmgrid_client::proto as pb;
+use wasmgrid_client::Client;
+use wasmgrid_tests::{guests, Cluster, TestExecutor};
+
+const MIB: u64 = 1024 * 1024;
+
+fn spec(module: &str, input: &str) -> pb::TaskSpec {
+    pb::TaskSpec { module: module.into(), input: input.as_bytes().to_vec(), ..Default::default() }
+}
+
+async fn upload(client: &Client, bytes: &[u8]) -> String {
+    client.upload_module(bytes, Arc::new(|_| {})).await.unwrap().digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_all_slots_busy_a_high_priority_task_submitted_last_starts_first() {
+    let cluster = Cluster::start_with(1, |_| {}, |o| o.slots = Some(1)).await;
+    let client = cluster.client();
+    let sleeper = upload(&client, &guests::sleeper(400)).await;
+    let busy = client.submit(vec![spec(&sleeper, "")]).await.unwrap()[0];
+    let low = client.submit((0..3).map(|_| spec(&sleeper, "")).collect()).await.unwrap();
+    let high = client.submit(vec![pb::TaskSpec { priority: 10, ..spec(&sleeper, "") }]).await.unwrap()[0];
+    let mut all = vec![busy, high];
+    all.extend(&low);
+    let mut started = BTreeMap::new();
+    client
+        .wait(&all, |t| {
+            started.insert(t.id, t.started_at_ms);
+        })
+        .await
+        .unwrap();
+    for l in &low {
+        assert!(started[&high] < started[l], "the high-priority task started after task {l}: {started:?}");
+    }
+    assert!(started[&low[0]] <= started[&low[1]] && started[&low[1]] <= started[&low[2]], "FIFO within a priority");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_that_fits_no_executor_waits_with_its_reason_until_one_joins() {
+    let cluster = Cluster::start_with(1, |_| {}, |o| o.memory = Some(wasmgrid_common::Size::mib(64))).await;
+    let client = cluster.client();
+    let echo = upload(&client, &guests::echo()).await;
+    let big = pb::TaskSpec {
+        limits: Some(pb::Limits { memory_bytes: 900 * MIB, ..Default::default() }),
+        ..spec(&echo, "big")
+    };
+    let id = client.submit(vec![big]).await.unwrap()[0];
+    let small = pb::TaskSpec {
+        limits: Some(pb::Limits { memory_bytes: 16 * MIB, ..Default::default() }),
+        ..spec(&echo, "small")
+    };
+    let small = client.submit(vec![small]).await.unwrap()[0];
+    assert_eq!(client.wait_one(small).await.unwrap().output, b"small", "the big task blocks no one");
+    let t = client.get(id).await.unwrap();
+    assert_eq!(t.state(), pb::TaskState::Pending);
+    assert_eq!(t.pending_reason, "needs 900MiB of memory, largest executor has 64MiB");
+
+    let bigger =
+        TestExecutor::start(std::slice::from_ref(&cluster.master.addr), &cluster.dir.path().join("big"), |o| {
+            o.name = Some("big".into());
+            o.memory = Some(wasmgrid_common::Size(2 << 30));
+        })
+        .await;
+    let t = client.wait_one(id).await.unwrap();
+    assert_eq!((t.state(), t.executor.as_str(), t.output.as_slice()), (pb::TaskState::Succeeded, "big", &b"big"[..]));
+    bigger.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_tasks_on_twenty_executors_are_shared_fairly_within_slots() {
+    const EXECUTORS: usize = 20;
+    const TASKS: usize = 10_000;
+    const SLOTS: u32 = 2;
+    let cluster = Cluster::start_with(EXECUTORS, |_| {}, |o| o.slots = Some(SLOTS)).await;
+    let client = cluster.client();
+    let echo = upload(&client, &guests::echo()).await;
+    let mut ids = Vec::with_capacity(TASKS);
+    for batch in 0..TASKS / 1000 {
+        let specs = (0..1000).map(|i| spec(&echo, &format!("{}", batch * 1000 + i))).collect();
+        ids.extend(client.submit(specs).await.unwrap());
+    }
+    let mut per_executor: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    client
+        .wait(&ids, |t| {
+            if t.state() != pb::TaskState::Succeeded {
+                failed += 1;
+            }
+            *per_executor.entry(t.executor).or_default() += 1;
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
+    assert_eq!(per_executor.len(), EXECUTORS, "every executor got work: {per_executor:?}");
+    let max = *per_executor.values().max().unwrap();
+    let min = *per_executor.values().min().unwrap();
+    println!("{TASKS} tasks on {EXECUTORS} executors: fewest {min}, most {max}, ratio {:.2}", max as f64 / min as f64);
+    assert!(max as f64 / min as f64 <= 2.0, "unfair share: {per_executor:?}");
+    for e in &cluster.executors {
+        assert!(e.agent.runs.peak() <= SLOTS as usize, "{} ran {} at once", e.name, e.agent.runs.peak());
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pending_queue_bound_refuses_the_excess_and_accepts_again_once_drained() {
+    let cluster = Cluster::start_with(0, |o| o.max_pending_tasks = Some(20), |_| {}).await;
+    let client = cluster.client();
+    let echo = upload(&client, &guests::echo()).await;
+    let ids = client.submit((0..20).map(|_| spec(&echo, "x")).collect()).await.unwrap();
+    let err = client.submit(vec![spec(&echo, "one too many")]).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::ResourceExhausted), "{err}");
+    assert!(err.to_string().contains("max-pending-tasks = 20"), "{err}");
+
+    let executor =
+        TestExecutor::start(std::slice::from_ref(&cluster.master.addr), &cluster.dir.path().join("e"), |_| {}).await;
+    client.wait(&ids, |_| {}).await.unwrap();
+    let id = client.submit(vec![spec(&echo, "accepted again")]).await.unwrap()[0];
+    assert_eq!(client.wait_one(id).await.unwrap().output, b"accepted again");
+    executor.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_long_task_frees_its_slot_for_the_next() {
+    let cluster = Cluster::start_with(1, |_| {}, |o| o.slots = Some(1)).await;
+    let client = cluster.client();
+    let sleeper = upload(&client, &guests::sleeper(60_000)).await;
+    let long = client.submit(vec![spec(&sleeper, "")]).await.unwrap()[0];
+    let echo = upload(&client, &guests::echo()).await;
+    let next = client.submit(vec![spec(&echo, "next")]).await.unwrap()[0];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.get(long).await.unwrap().state(), pb::TaskState::Running);
+    client.cancel(long).await.unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(10), client.wait_one(next)).await.unwrap().unwrap();
+    assert_eq!(t.output, b"next");
+    cluster.stop().await;
+}
