@@ -5,6 +5,7 @@
 //! Retries are safe: uploads are content-addressed and submits carry a request id the
 //! masters deduplicate.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod error;

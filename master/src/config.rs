@@ -237,7 +237,7 @@ impl MasterOptions {
             default_timeout: self.default_timeout.unwrap_or(Dur::secs(60)).0,
             default_max_attempts: self.default_max_attempts.unwrap_or(3).max(1),
             keepalive_ttl,
-            snapshot_every: self.snapshot_every.unwrap_or(10_000).max(10),
+            snapshot_every: self.snapshot_every.unwrap_or(50_000).max(10),
             raft_heartbeat,
             write_timeout: self.write_timeout.unwrap_or(Dur::secs(10)).0.max(Duration::from_millis(100)),
         })

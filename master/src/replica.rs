@@ -2,17 +2,20 @@
 //! executors), its projection at rest in `state.redb`, the module blobs, and who hears about
 //! what an applied batch did (waiting clients, executor sessions).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::convert;
 use crate::sessions::Sessions;
-use crate::state::{Batch, Dispatch, Effects, Response, RunRef, StateMachine, TaskId, TaskOutput, TaskState};
+use crate::state::{
+    Batch, Dispatch, Effects, ModuleMeta, RequestId, Response, RunRef, StateMachine, TaskId, TaskOutput, TaskRecord,
+    TaskState,
+};
 use crate::storage::blobs::BlobStore;
-use crate::storage::state_db::{Changes, StateDb};
+use crate::storage::state_db::{StateDb, Sync, Writes};
 use crate::storage::StorageError;
-use crate::waiters::Waiters;
+use crate::waiters::{Waiter, Waiters};
 use wasmgrid_proto as pb;
 
 /// How often applied state is fsynced. The log is durable on its own; this only bounds how
@@ -25,8 +28,8 @@ pub struct Replica {
     /// Held while a batch is applied, stored and delivered, so a reader that needs memory
     /// and storage to agree (reconciliation) never sees one ahead of the other.
     gate: Mutex<()>,
-    /// When the state was last made durable; see `SYNC_EVERY`.
-    synced: Mutex<Instant>,
+    /// What changed in memory since the last sync.
+    dirty: Mutex<Dirty>,
     pub blobs: BlobStore,
     pub waiters: Waiters,
     pub sessions: Sessions,
@@ -39,7 +42,7 @@ impl Replica {
             db,
             sm: RwLock::new(sm),
             gate: Mutex::new(()),
-            synced: Mutex::new(Instant::now()),
+            dirty: Mutex::new(Dirty::new()),
             blobs,
             waiters: Waiters::default(),
             sessions: Sessions::default(),
@@ -55,12 +58,13 @@ impl Replica {
     pub fn reload(&self) -> Result<(), StorageError> {
         let sm = self.db.load()?;
         *self.sm.write().unwrap_or_else(|p| p.into_inner()) = sm;
+        *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = Dirty::new();
         Ok(())
     }
 
-    /// Applies entries (`None` for entries without commands), stores the result with the
-    /// Raft bookkeeping in `meta`, then tells executors and waiters. Blocking: call it from a
-    /// blocking thread.
+    /// Applies entries (`None` for entries without commands), stores what readers need (and,
+    /// about once a second, syncs the whole state with the Raft bookkeeping in `meta`), then
+    /// tells executors and waiters. Blocking: call it from a blocking thread.
     pub fn apply(
         &self,
         batches: Vec<Option<Batch>>,
@@ -68,43 +72,66 @@ impl Replica {
     ) -> Result<Vec<Vec<Response>>, StorageError> {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         let mut fx = Effects::default();
-        let (responses, changes) = {
-            let mut sm = self.sm.write().unwrap_or_else(|p| p.into_inner());
-            let responses: Vec<Vec<Response>> =
-                batches.into_iter().map(|b| b.map(|b| sm.apply(b, &mut fx)).unwrap_or_default()).collect();
-            let changes = Changes {
-                live: fx.changed.iter().filter_map(|id| sm.live_task(*id).cloned()).collect(),
-                finished: std::mem::take(&mut fx.finished),
-                inputs: std::mem::take(&mut fx.inputs),
-                outputs: std::mem::take(&mut fx.outputs),
-                modules: std::mem::take(&mut fx.modules),
-                executors: fx.executors.iter().filter_map(|n| sm.executor(n).cloned()).collect(),
-                executors_removed: std::mem::take(&mut fx.executors_removed),
-                requests_added: std::mem::take(&mut fx.requests_added),
-                requests_expired: std::mem::take(&mut fx.requests_expired),
-                next_task_id: sm.next_task_id(),
-                member_addrs: fx.member_addrs.then(|| sm.member_addrs().clone()),
-                meta,
-            };
-            (responses, changes)
+        let mut sm = self.sm.write().unwrap_or_else(|p| p.into_inner());
+        let responses: Vec<Vec<Response>> =
+            batches.into_iter().map(|b| b.map(|b| sm.apply(b, &mut fx)).unwrap_or_default()).collect();
+        let mut outputs: HashMap<TaskId, TaskOutput> = std::mem::take(&mut fx.outputs).into_iter().collect();
+        let finished: Vec<(TaskRecord, TaskOutput)> = std::mem::take(&mut fx.finished)
+            .into_iter()
+            .map(|t| {
+                let o = outputs.remove(&t.id).unwrap_or_default();
+                (t, o)
+            })
+            .collect();
+        let sync = {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            dirty.absorb(&mut fx, &meta);
+            dirty.due().then(|| dirty.take(&sm))
         };
-        let finished: Vec<TaskId> = changes.finished.iter().map(|t| t.id).collect();
-        let durable = {
-            let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
-            let due = synced.elapsed() >= SYNC_EVERY;
-            if due {
-                *synced = Instant::now();
-            }
-            due
-        };
-        let dispatch = self.db.persist(changes, std::mem::take(&mut fx.dispatch), durable)?;
+        drop(sm);
+        // Records for the clients waiting on these tasks, built from memory: no read back.
+        let notices: Vec<(pb::Task, Vec<Waiter>)> = self
+            .waiters
+            .take(finished.iter().map(|(t, _)| t.id))
+            .into_iter()
+            .filter_map(|(id, waiters)| {
+                let (t, o) = finished.iter().find(|(t, _)| t.id == id)?;
+                Some((convert::task(t.clone(), o.clone(), String::new()), waiters))
+            })
+            .collect();
+        let writes = Writes { inputs: std::mem::take(&mut fx.inputs), finished, sync };
+        let dispatch = self.db.write(writes, std::mem::take(&mut fx.dispatch))?;
         self.sessions.deliver(dispatch, fx.stop, fx.acks);
-        self.waiters.notify(finished);
+        for (task, waiters) in notices {
+            for w in waiters {
+                let _ = w.send(task.clone());
+            }
+        }
         Ok(responses)
+    }
+
+    /// Writes the whole in-memory state durably now (before a snapshot).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let sync = {
+            let sm = self.read();
+            self.dirty.lock().unwrap_or_else(|p| p.into_inner()).take(&sm)
+        };
+        self.db.write(Writes { sync: Some(sync), ..Writes::default() }, Vec::new())?;
+        Ok(())
     }
 
     /// A task's freshest record: live ones from memory, finished ones from storage.
     pub fn task(&self, id: TaskId) -> Result<Option<pb::Task>, StorageError> {
+        if let Some(t) = self.lookup(id)? {
+            return Ok(Some(t));
+        }
+        // The task may have left memory in a batch that is not stored yet: wait for it.
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.lookup(id)
+    }
+
+    fn lookup(&self, id: TaskId) -> Result<Option<pb::Task>, StorageError> {
         let live = {
             let sm = self.read();
             sm.live_task(id).map(|t| (t.clone(), sm.pending_reason(t)))
@@ -154,6 +181,8 @@ impl Replica {
         Ok(counts)
     }
 
+    /// Tasks with ids above `after`, optionally in one state, oldest first. Live tasks come
+    /// from memory (storage has them only as of the last sync), finished ones from storage.
     pub fn list_tasks(
         &self,
         state: Option<TaskState>,
@@ -161,20 +190,88 @@ impl Replica {
         limit: usize,
         byte_budget: usize,
     ) -> Result<(Vec<pb::Task>, bool), StorageError> {
-        let (rows, more) = self.db.list_tasks(state, after, limit, byte_budget)?;
-        let sm = self.read();
-        let tasks = rows
-            .into_iter()
-            .map(|(t, out)| {
-                // Storage may trail memory by one batch; memory wins for live tasks.
-                let (t, reason) = match sm.live_task(t.id) {
-                    Some(live) => (live.clone(), sm.pending_reason(live)),
-                    None => (t, String::new()),
-                };
-                convert::task(t, out, reason)
-            })
-            .collect();
-        Ok((tasks, more))
+        // Memory and storage must agree while both are read, or a task finishing meanwhile
+        // could be missed by both.
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let live_only = matches!(state, Some(TaskState::Pending | TaskState::Running));
+        let (stored, more) =
+            if live_only { (Vec::new(), false) } else { self.db.list_tasks(state, after, limit, byte_budget)? };
+        // When storage stopped early, memory can only fill in below where it stopped.
+        let bound = if more { stored.last().map_or(TaskId::MAX, |(t, _)| t.id) } else { TaskId::MAX };
+        let mut merged: BTreeMap<TaskId, pb::Task> =
+            stored.into_iter().map(|(t, o)| (t.id, convert::task(t, o, String::new()))).collect();
+        {
+            let sm = self.read();
+            let final_only = state.is_some_and(TaskState::is_final);
+            for t in sm.live_tasks().filter(|t| t.id > after && t.id <= bound) {
+                merged.remove(&t.id);
+                if !final_only && state.is_none_or(|s| s == t.state) {
+                    merged.insert(t.id, convert::task(t.clone(), TaskOutput::default(), sm.pending_reason(t)));
+                }
+            }
+        }
+        let more = more || merged.len() > limit;
+        Ok((merged.into_values().take(limit).collect(), more))
+    }
+}
+
+/// What changed in memory since the last sync, and when that was.
+struct Dirty {
+    since: Instant,
+    live: BTreeSet<TaskId>,
+    modules: Vec<ModuleMeta>,
+    executors: BTreeSet<String>,
+    executors_removed: Vec<String>,
+    requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
+    requests_expired: Vec<RequestId>,
+    meta: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Dirty {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            live: BTreeSet::new(),
+            modules: Vec::new(),
+            executors: BTreeSet::new(),
+            executors_removed: Vec::new(),
+            requests_added: Vec::new(),
+            requests_expired: Vec::new(),
+            meta: Vec::new(),
+        }
+    }
+
+    fn absorb(&mut self, fx: &mut Effects, meta: &[(&'static str, Vec<u8>)]) {
+        self.live.extend(std::mem::take(&mut fx.changed));
+        self.modules.append(&mut fx.modules);
+        self.executors.extend(std::mem::take(&mut fx.executors));
+        self.executors_removed.append(&mut fx.executors_removed);
+        self.requests_added.append(&mut fx.requests_added);
+        self.requests_expired.append(&mut fx.requests_expired);
+        if !meta.is_empty() {
+            self.meta = meta.to_vec();
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.since.elapsed() >= SYNC_EVERY
+    }
+
+    /// What to write for a sync, taken out of `self` (which starts over).
+    fn take(&mut self, sm: &StateMachine) -> Sync {
+        let meta = self.meta.clone();
+        let d = std::mem::replace(self, Dirty { meta, ..Dirty::new() });
+        Sync {
+            live: d.live.iter().filter_map(|id| sm.live_task(*id).cloned()).collect(),
+            modules: d.modules,
+            executors: d.executors.iter().filter_map(|n| sm.executor(n).cloned()).collect(),
+            executors_removed: d.executors_removed,
+            requests_added: d.requests_added,
+            requests_expired: d.requests_expired,
+            next_task_id: sm.next_task_id(),
+            member_addrs: sm.member_addrs().clone(),
+            meta: d.meta,
+        }
     }
 }
 

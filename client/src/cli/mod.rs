@@ -1,5 +1,6 @@
 //! The `master-client` command line: a thin layer over [`Client`](crate::Client).
 
+mod bench;
 mod cluster;
 mod executors;
 mod members;
@@ -51,6 +52,8 @@ pub enum Command {
     /// The executors: list them, drain one.
     #[command(subcommand)]
     Executor(executors::ExecutorCommand),
+    /// Load the cluster with tasks; report throughput and latency.
+    Bench(bench::BenchArgs),
     /// The master group: list, add or remove masters at run time.
     #[command(subcommand)]
     Member(members::MemberCommand),
@@ -74,6 +77,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Cluster(cmd) => cluster::run(&client, cmd, cli.output).await,
         Command::Member(cmd) => members::run(&client, cmd, cli.output).await,
         Command::Executor(cmd) => executors::run(&client, cmd, cli.output).await,
+        Command::Bench(args) => bench::run_bench(client, args, cli.output).await,
     };
     match result {
         Ok(code) => code,

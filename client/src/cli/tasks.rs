@@ -209,7 +209,7 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
 }
 
 /// A digest as given, or a file uploaded first.
-async fn resolve_module(client: &Client, module: &str) -> anyhow::Result<String> {
+pub async fn resolve_module(client: &Client, module: &str) -> anyhow::Result<String> {
     if Digest::looks_like(module) {
         return Ok(module.to_string());
     }

@@ -173,19 +173,14 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
             }
         }
         while !remaining.is_empty() {
-            let id = tokio::select! {
-                id = notify_rx.recv() => match id { Some(id) => id, None => return },
+            let task = tokio::select! {
+                t = notify_rx.recv() => match t { Some(t) => t, None => return },
                 _ = out.closed() => return,
             };
-            if !remaining.remove(&id) {
+            if !remaining.remove(&task.id) {
                 continue;
             }
-            let msg = match node.replica.task(id) {
-                Ok(Some(t)) => Ok(t),
-                Ok(None) => Err(Status::not_found(format!("task {id} not found"))),
-                Err(e) => Err(ApiError::from(e).into()),
-            };
-            if out.send(msg).await.is_err() {
+            if out.send(Ok(task)).await.is_err() {
                 return;
             }
         }

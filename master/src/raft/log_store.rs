@@ -1,51 +1,106 @@
-//! The Raft log in `raft-log.redb`, written by one thread that commits whatever has queued
-//! up in a single fsynced transaction (group commit).
+//! The Raft log: entries in append-only segment files under `raft-log/` (see `segments`),
+//! and the vote, commit index and purge point in `raft-log/meta`.
 //!
-//! `append` hands the entries to that thread and returns at once; openraft learns they are
-//! durable through the `LogFlushed` callback. Until then the entries sit in `pending`, where
-//! readers (replication to followers) find them.
+//! One writer thread makes every change. It takes whatever has queued up, writes the
+//! entries with one `write` and makes them durable with one `fdatasync` (group commit), then
+//! tells openraft through the `LogFlushed` callbacks. Recent entries stay decoded in memory
+//! (up to `CACHE_BYTES`), so applying a committed entry or sending it to a follower seldom
+//! reads the disk.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::io::Write;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogId, RaftLogReader};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::segments::Segments;
 use super::{io_err, read_err, Entry, LogId, StorageErr, TypeConfig, Vote};
 use crate::storage::codec::{decode, encode};
 use crate::storage::StorageError;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const PURGED: &str = "last_purged";
+/// Most operations one write takes, so a flood of appends still reports progress.
+const MAX_OPS_PER_WRITE: usize = 4096;
+/// Decoded entries kept in memory, by encoded size.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// The commit index is only a hint for restarts; it is written at most this often.
+const COMMITTED_EVERY: Duration = Duration::from_secs(1);
 
-/// Most operations one commit takes, so a flood of appends still reports progress.
-const MAX_OPS_PER_COMMIT: usize = 4096;
+type Done = oneshot::Sender<Result<(), StorageError>>;
 
 enum Op {
-    Append { rows: Vec<(LogId, Vec<u8>)>, done: LogFlushed<TypeConfig> },
-    Truncate { since: u64, done: oneshot::Sender<Result<(), StorageError>> },
-    Purge { upto: LogId, done: oneshot::Sender<Result<(), StorageError>> },
-    Meta { key: &'static str, value: Vec<u8>, done: Option<oneshot::Sender<Result<(), StorageError>>> },
+    Append { rows: Vec<(u64, Vec<u8>)>, done: LogFlushed<TypeConfig> },
+    Truncate { since: u64, done: Done },
+    Purge { upto: LogId, done: Done },
+    Vote { vote: Vote, done: Done },
+    Committed(Option<LogId>),
+}
+
+/// What `raft-log/meta` holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Meta {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: BTreeMap<u64, (Entry, usize)>,
+    bytes: usize,
+    /// Entries up to here are in the segment files and may leave the cache.
+    written: Option<u64>,
+}
+
+impl Cache {
+    fn insert(&mut self, entry: Entry, size: usize) {
+        self.bytes += size;
+        if let Some((_, old)) = self.entries.insert(entry.get_log_id().index, (entry, size)) {
+            self.bytes -= old;
+        }
+    }
+
+    fn remove_from(&mut self, since: u64) {
+        for (_, (_, size)) in self.entries.split_off(&since) {
+            self.bytes -= size;
+        }
+    }
+
+    fn remove_upto(&mut self, upto: u64) {
+        let kept = self.entries.split_off(&(upto + 1));
+        for (_, size) in std::mem::replace(&mut self.entries, kept).into_values() {
+            self.bytes -= size;
+        }
+    }
+
+    fn evict(&mut self) {
+        while self.bytes > CACHE_BYTES {
+            let Some(mut first) = self.entries.first_entry() else { break };
+            if self.written.is_none_or(|w| *first.key() > w) {
+                break;
+            }
+            self.bytes -= first.get_mut().1;
+            first.remove();
+        }
+    }
 }
 
 struct Shared {
-    db: Database,
-    /// Appended entries the writer has not committed yet.
-    pending: Mutex<BTreeMap<u64, Entry>>,
+    dir: PathBuf,
+    segments: Mutex<Segments>,
+    cache: Mutex<Cache>,
+    meta: Mutex<Meta>,
     last_log: Mutex<Option<LogId>>,
-    last_purged: Mutex<Option<LogId>>,
 }
 
-/// Cheap to clone: clones share the database and the writer.
+/// Cheap to clone: clones share the files and the writer.
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
@@ -56,29 +111,44 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn stopped() -> StorageError {
+    StorageError::Corrupt("raft log writer has stopped".into())
+}
+
 impl LogStore {
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db = Database::create(path)?;
-        let tx = db.begin_write()?;
-        tx.open_table(LOG)?;
-        tx.open_table(META)?;
-        tx.commit()?;
-        let (last_log, last_purged) = {
-            let tx = db.begin_read()?;
-            let log = tx.open_table(LOG)?;
-            let last_log = match log.last()? {
-                Some((_, v)) => Some(*decode::<Entry>(v.value())?.get_log_id()),
-                None => None,
-            };
-            let meta = tx.open_table(META)?;
-            let purged: Option<LogId> = meta.get(PURGED)?.map(|v| decode(v.value())).transpose()?;
-            (last_log.or(purged), purged)
+    /// Opens the log in directory `dir`, recovering from a write torn by a crash.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let mut segments = Segments::open(dir)?;
+        let meta: Meta = match std::fs::read(dir.join("meta")) {
+            Ok(bytes) => decode(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Meta::default(),
+            Err(e) => return Err(e.into()),
         };
+        if let Some(purged) = meta.purged {
+            segments.purge(purged.index)?;
+        }
+        let expected_first = meta.purged.map_or(0, |p| p.index + 1);
+        if segments.first_index().is_some_and(|first| first > expected_first) {
+            return Err(StorageError::Corrupt(format!(
+                "raft log in {} starts at {first:?}, after a gap from {expected_first}",
+                dir.display(),
+                first = segments.first_index()
+            )));
+        }
+        let last_log = match segments.last_index() {
+            Some(last) => match segments.read(last)? {
+                Some(bytes) => Some(*decode::<Entry>(&bytes)?.get_log_id()),
+                None => None,
+            },
+            None => meta.purged,
+        };
+        let cache = Cache { written: segments.last_index(), ..Cache::default() };
         let shared = Arc::new(Shared {
-            db,
-            pending: Mutex::new(BTreeMap::new()),
+            dir: dir.to_path_buf(),
+            segments: Mutex::new(segments),
+            cache: Mutex::new(cache),
+            meta: Mutex::new(meta),
             last_log: Mutex::new(last_log),
-            last_purged: Mutex::new(last_purged),
         });
         let (writer, ops) = std_mpsc::channel();
         let for_thread = shared.clone();
@@ -87,106 +157,152 @@ impl LogStore {
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError> {
-        self.writer.send(op).map_err(|_| StorageError::Corrupt("raft log writer has stopped".into()))
+        self.writer.send(op).map_err(|_| stopped())
     }
 
-    async fn wait(&self, make: impl FnOnce(oneshot::Sender<Result<(), StorageError>>) -> Op) -> Result<(), StorageErr> {
+    async fn wait(&self, make: impl FnOnce(Done) -> Op) -> Result<(), StorageErr> {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx)).map_err(io_err)?;
         match rx.await {
             Ok(r) => r.map_err(io_err),
-            Err(_) => Err(io_err(StorageError::Corrupt("raft log writer has stopped".into()))),
+            Err(_) => Err(io_err(stopped())),
         }
-    }
-
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let tx = self.shared.db.begin_read()?;
-        let meta = tx.open_table(META)?;
-        meta.get(key)?.map(|v| decode(v.value())).transpose()
     }
 
     fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, StorageError> {
-        // Pending first, then the database: an entry leaves `pending` only after its commit,
-        // so whatever this misses in one it finds in the other.
-        let mut found: BTreeMap<u64, Entry> =
-            lock(&self.shared.pending).range((start, end)).map(|(k, v)| (*k, v.clone())).collect();
-        let tx = self.shared.db.begin_read()?;
-        let log = tx.open_table(LOG)?;
-        for row in log.range::<u64>((start, end))? {
-            let (k, v) = row?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(k.value()) {
-                slot.insert(decode(v.value())?);
-            }
+        let from = match start {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let Some(last) = lock(&self.shared.last_log).map(|l| l.index) else { return Ok(Vec::new()) };
+        let to = match end {
+            Bound::Included(i) => i.min(last),
+            Bound::Excluded(i) => i.saturating_sub(1).min(last),
+            Bound::Unbounded => last,
+        };
+        if end == Bound::Excluded(0) || from > to {
+            return Ok(Vec::new());
         }
-        Ok(found.into_values().collect())
+        let mut found = Vec::with_capacity(usize::try_from(to - from + 1).unwrap_or(0).min(4096));
+        // The log may start after `from` (at 1, or after a purge).
+        let seg_first = lock(&self.shared.segments).first_index();
+        let cache_first = lock(&self.shared.cache).entries.keys().next().copied();
+        let floor = match (seg_first, cache_first) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(from),
+        };
+        let mut index = from.max(floor);
+        while index <= to {
+            // The cache first: an entry leaves it only once it is in the files.
+            {
+                let cache = lock(&self.shared.cache);
+                for (i, (entry, _)) in cache.entries.range(index..=to) {
+                    if *i != index {
+                        break;
+                    }
+                    found.push(entry.clone());
+                    index += 1;
+                }
+            }
+            if index > to {
+                break;
+            }
+            match lock(&self.shared.segments).read(index)? {
+                Some(bytes) => found.push(decode(&bytes)?),
+                None => break,
+            }
+            index += 1;
+        }
+        Ok(found)
     }
 }
 
 fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
+    let mut committed_written = Instant::now();
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_OPS_PER_COMMIT {
+        while batch.len() < MAX_OPS_PER_WRITE {
             match ops.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
         }
-        let result = commit(shared, &batch).map_err(|e| e.to_string());
+        let result = apply(shared, &batch, &mut committed_written).map_err(|e| e.to_string());
+        if result.is_ok() {
+            lock(&shared.cache).evict();
+        }
         for op in batch {
             let r = result.clone().map_err(StorageError::Corrupt);
             match op {
-                Op::Append { rows, done } => {
-                    if r.is_ok() {
-                        let mut pending = lock(&shared.pending);
-                        for (id, _) in &rows {
-                            if pending.get(&id.index).is_some_and(|e| e.get_log_id() == id) {
-                                pending.remove(&id.index);
-                            }
-                        }
-                    }
-                    done.log_io_completed(r.map_err(std::io::Error::other));
-                }
-                Op::Truncate { done, .. } | Op::Purge { done, .. } => {
+                Op::Append { done, .. } => done.log_io_completed(r.map_err(std::io::Error::other)),
+                Op::Truncate { done, .. } | Op::Purge { done, .. } | Op::Vote { done, .. } => {
                     let _ = done.send(r);
                 }
-                Op::Meta { done, .. } => {
-                    if let Some(done) = done {
-                        let _ = done.send(r);
-                    }
-                }
+                Op::Committed(_) => {}
             }
         }
     }
 }
 
-fn commit(shared: &Shared, batch: &[Op]) -> Result<(), StorageError> {
-    let mut tx = shared.db.begin_write()?;
-    let durable = batch.iter().any(|op| !matches!(op, Op::Meta { done: None, .. }));
-    tx.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
-    {
-        let mut log = tx.open_table(LOG)?;
-        let mut meta = tx.open_table(META)?;
-        for op in batch {
-            match op {
-                Op::Append { rows, .. } => {
-                    for (id, bytes) in rows {
-                        log.insert(id.index, bytes.as_slice())?;
-                    }
+/// Carries out one batch: entries written and synced once, the meta file rewritten if the
+/// vote or the purge point changed (or the commit index is due).
+fn apply(shared: &Shared, batch: &[Op], committed_written: &mut Instant) -> Result<(), StorageError> {
+    let mut appended = false;
+    let mut meta_changed = false;
+    let mut committed_changed = false;
+    for op in batch {
+        match op {
+            Op::Append { rows, .. } => {
+                let refs: Vec<(u64, &[u8])> = rows.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+                lock(&shared.segments).append(&refs)?;
+                if let Some((last, _)) = rows.last() {
+                    lock(&shared.cache).written = Some(*last);
                 }
-                Op::Truncate { since, .. } => {
-                    log.retain_in(*since.., |_, _| false)?;
-                }
-                Op::Purge { upto, .. } => {
-                    log.retain_in(..=upto.index, |_, _| false)?;
-                    meta.insert(PURGED, encode(upto)?.as_slice())?;
-                }
-                Op::Meta { key, value, .. } => {
-                    meta.insert(*key, value.as_slice())?;
-                }
+                appended = true;
+            }
+            Op::Truncate { since, .. } => {
+                lock(&shared.segments).truncate(*since)?;
+                lock(&shared.cache).written = since.checked_sub(1);
+            }
+            Op::Purge { upto, .. } => {
+                // The purge point is durable before any segment goes, so a restart never
+                // sees a log that starts after a gap.
+                lock(&shared.meta).purged = Some(*upto);
+                write_meta(shared)?;
+                lock(&shared.segments).purge(upto.index)?;
+            }
+            Op::Vote { vote, .. } => {
+                lock(&shared.meta).vote = Some(*vote);
+                meta_changed = true;
+            }
+            Op::Committed(c) => {
+                lock(&shared.meta).committed = *c;
+                committed_changed = true;
             }
         }
     }
-    tx.commit()?;
+    if appended {
+        // The fsync runs without the lock, so readers are not held up by the disk.
+        let syncer = lock(&shared.segments).syncer()?;
+        syncer.sync()?;
+    }
+    if meta_changed || (committed_changed && committed_written.elapsed() >= COMMITTED_EVERY) {
+        write_meta(shared)?;
+        *committed_written = Instant::now();
+    }
+    Ok(())
+}
+
+/// Replaces `meta` durably: write a temporary file, sync it, rename it over, sync the directory.
+fn write_meta(shared: &Shared) -> Result<(), StorageError> {
+    let bytes = encode(&*lock(&shared.meta))?;
+    let tmp = shared.dir.join("meta.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, shared.dir.join("meta"))?;
+    std::fs::File::open(&shared.dir)?.sync_all()?;
     Ok(())
 }
 
@@ -195,9 +311,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageErr> {
-        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.read_range(start, end)).await.map_err(read_err)?.map_err(read_err)
+        self.read_range(range.start_bound().cloned(), range.end_bound().cloned()).map_err(read_err)
     }
 }
 
@@ -205,7 +319,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageErr> {
-        let last_purged = *lock(&self.shared.last_purged);
+        let last_purged = lock(&self.shared.meta).purged;
         let last_log = (*lock(&self.shared.last_log)).or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last_log })
     }
@@ -215,21 +329,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageErr> {
-        let value = encode(vote).map_err(io_err)?;
-        self.wait(|done| Op::Meta { key: VOTE, value, done: Some(done) }).await
+        let vote = *vote;
+        self.wait(|done| Op::Vote { vote, done }).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageErr> {
-        self.read_meta(VOTE).map_err(read_err)
+        Ok(lock(&self.shared.meta).vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageErr> {
-        let value = encode(&committed).map_err(io_err)?;
-        self.send(Op::Meta { key: COMMITTED, value, done: None }).map_err(io_err)
+        self.send(Op::Committed(committed)).map_err(io_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageErr> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED).map_err(read_err)?.flatten())
+        Ok(lock(&self.shared.meta).committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageErr>
@@ -238,44 +351,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();
+        let mut last = None;
         {
-            let mut pending = lock(&self.shared.pending);
+            let mut cache = lock(&self.shared.cache);
             for entry in entries {
                 let id = *entry.get_log_id();
-                rows.push((id, encode(&entry).map_err(io_err)?));
-                pending.insert(id.index, entry);
+                let bytes = encode(&entry).map_err(io_err)?;
+                cache.insert(entry, bytes.len());
+                rows.push((id.index, bytes));
+                last = Some(id);
             }
         }
-        if let Some((last, _)) = rows.last() {
-            *lock(&self.shared.last_log) = Some(*last);
+        if last.is_some() {
+            *lock(&self.shared.last_log) = last;
         }
         self.send(Op::Append { rows, done: callback }).map_err(io_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageErr> {
-        {
-            let mut pending = lock(&self.shared.pending);
-            let _ = pending.split_off(&log_id.index);
-        }
         let since = log_id.index;
+        lock(&self.shared.cache).remove_from(since);
         self.wait(|done| Op::Truncate { since, done }).await?;
         // The new last entry is the one before `since`, if any is left.
-        let before = if since == 0 {
-            Vec::new()
-        } else {
-            self.read_range(Bound::Included(since - 1), Bound::Excluded(since)).map_err(read_err)?
+        let before = match since.checked_sub(1) {
+            Some(prev) => self.read_range(Bound::Included(prev), Bound::Included(prev)).map_err(read_err)?,
+            None => Vec::new(),
         };
-        let purged = *lock(&self.shared.last_purged);
+        let purged = lock(&self.shared.meta).purged;
         *lock(&self.shared.last_log) = before.last().map(|e| *e.get_log_id()).or(purged);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageErr> {
-        {
-            let mut pending = lock(&self.shared.pending);
-            pending.retain(|k, _| *k > log_id.index);
-        }
-        *lock(&self.shared.last_purged) = Some(log_id);
+        lock(&self.shared.cache).remove_upto(log_id.index);
         {
             let mut last = lock(&self.shared.last_log);
             if last.is_none_or(|l| l.index < log_id.index) {

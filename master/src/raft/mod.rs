@@ -3,7 +3,10 @@
 
 pub mod log_store;
 pub mod network;
+pub mod segments;
 pub mod state_store;
+#[cfg(test)]
+mod storage_suite;
 
 use std::collections::BTreeMap;
 use std::fmt;

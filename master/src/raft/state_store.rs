@@ -39,6 +39,23 @@ impl StateStore {
     }
 }
 
+/// Makes the received snapshot durable at `incoming`. openraft normally fills the file
+/// `begin_receiving_snapshot` handed out, but a caller may hand back another file (a local
+/// snapshot, say): then its bytes are copied in.
+async fn store_received(mut snapshot: Box<tokio::fs::File>, incoming: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use tokio::io::AsyncSeekExt;
+    let given = snapshot.metadata().await?;
+    let ours = tokio::fs::metadata(incoming).await?;
+    if (given.dev(), given.ino()) != (ours.dev(), ours.ino()) {
+        snapshot.seek(std::io::SeekFrom::Start(0)).await?;
+        let mut file = tokio::fs::File::create(incoming).await?;
+        tokio::io::copy(&mut snapshot, &mut file).await?;
+        *snapshot = file;
+    }
+    snapshot.sync_all().await
+}
+
 /// The newest snapshot file in `dir` and its metadata.
 fn newest_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, StorageError> {
     let mut best: Option<(SnapshotMeta, PathBuf)> = None;
@@ -99,7 +116,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let dir = self.dir.clone();
         let (meta, path) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
             // The log may be purged up to this snapshot: the state must be durable first.
-            replica.db.sync()?;
+            replica.sync()?;
             let tmp = dir.join(format!("building-{}.tmp", std::process::id()));
             snapshot::dump(&replica.db, &tmp)?;
             let mut meta = snapshot_meta(&tmp)?;
@@ -179,8 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateStore {
             .incoming
             .take()
             .ok_or_else(|| io_err(StorageError::Corrupt("snapshot installed without being received".into())))?;
-        snapshot.sync_all().await.map_err(io_err)?;
-        drop(snapshot);
+        store_received(snapshot, &incoming).await.map_err(io_err)?;
         let path = self.dir.join(format!("{}.{SNAPSHOT_EXT}", meta.snapshot_id));
         let replica = self.replica.clone();
         let dir = self.dir.clone();

@@ -1,5 +1,6 @@
 //! Durable storage of a master, all under `--data-dir`:
-//! - `raft-log.redb`: the Raft log, vote and commit index (see `raft::log_store`);
+//! - `raft-log/`: the Raft log in segment files, and the vote, commit index and purge point
+//!   (see `raft::log_store` and `raft::segments`);
 //! - `state.redb`: the applied state: tasks, inputs, outputs, modules, executors;
 //! - `blobs/`: module bytes, content-addressed, referenced by digest from the state;
 //! - `snapshots/`: the latest state machine snapshot, for followers that fall behind.

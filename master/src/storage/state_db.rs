@@ -1,9 +1,12 @@
-//! The applied state at rest, in `state.redb`: every task record (live or finished), inputs
-//! and outputs apart so listing stays cheap, modules, executors and idempotency keys.
+//! The applied state at rest, in `state.redb`: task records, inputs and outputs apart so
+//! listing stays cheap, modules, executors and idempotency keys.
 //!
-//! Applying a batch writes its effects in one transaction. Those commits are not fsynced:
-//! the Raft log already is, and after a crash the entries since the last durable commit are
-//! applied again. `sync` makes everything durable (before a snapshot lets the log be purged).
+//! Applying a batch writes only what readers need from disk: the inputs of new tasks (for
+//! dispatch) and the final records and outputs of finished tasks (which leave memory). Those
+//! commits are not fsynced: the Raft log already is. About once a second (and before every
+//! snapshot) a *sync* also writes the live tasks, executors, modules and idempotency keys
+//! as they are in memory, with the last applied log id, durably. After a crash the state is
+//! the last sync's, and the log entries after it are applied again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,22 +33,28 @@ pub(crate) const REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 const NEXT_TASK_ID: &str = "next_task_id";
 const MEMBER_ADDRS: &str = "member_addrs";
 
-/// Everything one applied batch changes at rest.
+/// What one transaction writes.
 #[derive(Debug, Default)]
-pub struct Changes {
-    /// Live tasks whose record changed.
-    pub live: Vec<TaskRecord>,
-    pub finished: Vec<TaskRecord>,
+pub struct Writes {
     pub inputs: Vec<(TaskId, Vec<u8>)>,
-    pub outputs: Vec<(TaskId, TaskOutput)>,
+    /// Final records, with their outputs.
+    pub finished: Vec<(TaskRecord, TaskOutput)>,
+    /// With a sync, the commit is fsynced.
+    pub sync: Option<Sync>,
+}
+
+/// The in-memory state written at a sync point.
+#[derive(Debug, Default)]
+pub struct Sync {
+    /// Live tasks changed since the last sync.
+    pub live: Vec<TaskRecord>,
     pub modules: Vec<ModuleMeta>,
     pub executors: Vec<ExecutorRecord>,
     pub executors_removed: Vec<String>,
     pub requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
     pub requests_expired: Vec<RequestId>,
     pub next_task_id: TaskId,
-    /// The masters' client addresses, when they changed.
-    pub member_addrs: Option<BTreeMap<u64, String>>,
+    pub member_addrs: BTreeMap<u64, String>,
     /// Raft bookkeeping (last applied log id, membership), already encoded.
     pub meta: Vec<(&'static str, Vec<u8>)>,
 }
@@ -104,71 +113,43 @@ impl StateDb {
         read_meta(&tx.open_table(META)?, key)
     }
 
-    /// Writes `changes` in one transaction and returns each dispatch with its input bytes.
-    /// With `durable`, the commit is fsynced (and with it every earlier one).
-    pub fn persist(
-        &self,
-        c: Changes,
-        dispatch: Vec<Dispatch>,
-        durable: bool,
-    ) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
+    /// Writes `w` in one transaction and returns each dispatch with its input bytes.
+    pub fn write(&self, w: Writes, dispatch: Vec<Dispatch>) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
         let mut tx = self.db.begin_write()?;
-        tx.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
-        let out;
+        tx.set_durability(if w.sync.is_some() { Durability::Immediate } else { Durability::None })?;
+        let with_input;
         {
             let mut tasks = tx.open_table(TASKS)?;
             let mut live = tx.open_table(LIVE)?;
             let mut inputs = tx.open_table(INPUTS)?;
             let mut outputs = tx.open_table(OUTPUTS)?;
-            for (id, input) in &c.inputs {
+            for (id, input) in &w.inputs {
                 inputs.insert(id, input.as_slice())?;
             }
-            for t in &c.live {
-                tasks.insert(t.id, encode(t)?.as_slice())?;
-                live.insert(t.id, ())?;
-            }
-            for t in &c.finished {
+            for (t, o) in &w.finished {
                 tasks.insert(t.id, encode(t)?.as_slice())?;
                 live.remove(t.id)?;
+                if !o.output.is_empty() || !o.stderr.is_empty() {
+                    outputs.insert(t.id, encode(o)?.as_slice())?;
+                }
             }
-            for (id, o) in &c.outputs {
-                outputs.insert(id, encode(o)?.as_slice())?;
+            if let Some(sync) = &w.sync {
+                for t in &sync.live {
+                    tasks.insert(t.id, encode(t)?.as_slice())?;
+                    live.insert(t.id, ())?;
+                }
+                write_sync(&tx, sync)?;
             }
-            let mut modules = tx.open_table(MODULES)?;
-            for m in &c.modules {
-                modules.insert(m.digest.0.as_slice(), encode(m)?.as_slice())?;
-            }
-            let mut executors = tx.open_table(EXECUTORS)?;
-            for e in &c.executors {
-                executors.insert(e.name.as_str(), encode(e)?.as_slice())?;
-            }
-            for name in &c.executors_removed {
-                executors.remove(name.as_str())?;
-            }
-            let mut requests = tx.open_table(REQUESTS)?;
-            for (key, ids, at) in &c.requests_added {
-                requests.insert(key.as_slice(), encode(&(ids, at))?.as_slice())?;
-            }
-            for key in &c.requests_expired {
-                requests.remove(key.as_slice())?;
-            }
-            let mut meta = tx.open_table(META)?;
-            meta.insert(NEXT_TASK_ID, encode(&c.next_task_id)?.as_slice())?;
-            if let Some(addrs) = &c.member_addrs {
-                meta.insert(MEMBER_ADDRS, encode(addrs)?.as_slice())?;
-            }
-            for (k, v) in &c.meta {
-                meta.insert(*k, v.as_slice())?;
-            }
-            let mut with_input = Vec::with_capacity(dispatch.len());
-            for d in dispatch {
-                let input = inputs.get(d.task)?.map(|v| v.value().to_vec()).unwrap_or_default();
-                with_input.push((d, input));
-            }
-            out = with_input;
+            with_input = dispatch
+                .into_iter()
+                .map(|d| {
+                    let input = inputs.get(d.task)?.map(|v| v.value().to_vec()).unwrap_or_default();
+                    Ok((d, input))
+                })
+                .collect::<Result<Vec<_>, StorageError>>()?;
         }
         tx.commit()?;
-        Ok(out)
+        Ok(with_input)
     }
 
     /// Writes Raft bookkeeping rows.
@@ -242,6 +223,35 @@ impl StateDb {
         }
         Ok((found, false))
     }
+}
+
+/// Everything but task records that a sync writes.
+fn write_sync(tx: &redb::WriteTransaction, sync: &Sync) -> Result<(), StorageError> {
+    let mut modules = tx.open_table(MODULES)?;
+    for m in &sync.modules {
+        modules.insert(m.digest.0.as_slice(), encode(m)?.as_slice())?;
+    }
+    let mut executors = tx.open_table(EXECUTORS)?;
+    for e in &sync.executors {
+        executors.insert(e.name.as_str(), encode(e)?.as_slice())?;
+    }
+    for name in &sync.executors_removed {
+        executors.remove(name.as_str())?;
+    }
+    let mut requests = tx.open_table(REQUESTS)?;
+    for (key, ids, at) in &sync.requests_added {
+        requests.insert(key.as_slice(), encode(&(ids, at))?.as_slice())?;
+    }
+    for key in &sync.requests_expired {
+        requests.remove(key.as_slice())?;
+    }
+    let mut meta = tx.open_table(META)?;
+    meta.insert(NEXT_TASK_ID, encode(&sync.next_task_id)?.as_slice())?;
+    meta.insert(MEMBER_ADDRS, encode(&sync.member_addrs)?.as_slice())?;
+    for (k, v) in &sync.meta {
+        meta.insert(*k, v.as_slice())?;
+    }
+    Ok(())
 }
 
 fn read_meta<T: DeserializeOwned>(

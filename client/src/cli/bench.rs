@@ -1,0 +1,81 @@
+//! `bench`: load a running cluster with tasks and report throughput and latency.
+
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::render::print_json;
+use super::tasks::resolve_module;
+use super::Output;
+use crate::bench::{run, BenchOptions};
+use crate::Client;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A module digest or a .wasm file (uploaded first).
+    #[arg(long)]
+    pub module: String,
+    /// How many tasks.
+    #[arg(long, default_value_t = 10_000)]
+    pub tasks: usize,
+    /// Tasks in flight at once.
+    #[arg(long, default_value_t = 1_000)]
+    pub concurrency: usize,
+    /// Bytes of input per task.
+    #[arg(long, default_value_t = 16)]
+    pub input_size: usize,
+    /// One task at a time, submit to result: the round trip.
+    #[arg(long)]
+    pub sync: bool,
+    /// Fuel of each task (default: the executor's).
+    #[arg(long, default_value_t = 0)]
+    pub fuel: u64,
+}
+
+pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyhow::Result<i32> {
+    let client = Arc::new(client);
+    let module = resolve_module(&client, &args.module).await?;
+    let opts = BenchOptions {
+        module,
+        tasks: args.tasks,
+        concurrency: args.concurrency,
+        input_size: args.input_size,
+        sync: args.sync,
+        fuel: args.fuel,
+    };
+    let bar = ProgressBar::new(opts.tasks as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tasks {per_sec} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let shown = bar.clone();
+    let report = run(client, &opts, &move |n| shown.set_position(n as u64)).await;
+    bar.finish_and_clear();
+    let report = report?;
+    match output {
+        Output::Json => print_json(&serde_json::to_value(&report)?),
+        Output::Text => {
+            let mode = if report.sync {
+                "sync (one at a time)".to_string()
+            } else {
+                format!("{} in flight", report.concurrency)
+            };
+            println!(
+                "{:<14} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10}",
+                "MODE", "TASKS", "FAILED", "SECONDS", "TASKS/S", "P50 MS", "P99 MS"
+            );
+            println!(
+                "{:<14} {:>10} {:>8} {:>10.2} {:>12.0} {:>10.2} {:>10.2}",
+                mode,
+                report.tasks,
+                report.failed,
+                report.seconds,
+                report.throughput,
+                report.latency_p50_ms,
+                report.latency_p99_ms
+            );
+        }
+    }
+    Ok(i32::from(report.failed > 0))
+}
