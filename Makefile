@@ -6,6 +6,7 @@
 #   make tools_setup   install the guest toolchain (clang, wasi-libc)
 #   make examples      build the example tasks into examples/tasks/build/
 #   make demo          a local master + executor running every example
+#   make bench         the benchmark table (release build; RECORD=bench/RESULTS.md to keep it)
 #
 # The tests, the examples' tooling and the demo share the dev profile, so CI compiles the
 # dependencies once (a release build of wasmtime and tonic takes about 15 minutes on 2 cores);
@@ -14,7 +15,7 @@
 CARGO ?= cargo
 BINS := master executor master-client componentize
 
-.PHONY: all build unit_test test dev fmt clippy tools_setup examples demo clean
+.PHONY: all build unit_test test dev fmt clippy tools_setup examples demo bench clean
 
 all: build
 
@@ -51,6 +52,10 @@ examples: tools_setup
 demo:
 	$(CARGO) build --bins
 	target/debug/demo
+
+bench:
+	$(CARGO) build --release --bins
+	target/release/bench $(if $(RECORD),--record $(RECORD))
 
 clean:
 	$(CARGO) clean

@@ -1,15 +1,19 @@
 // fib: the n-th Fibonacci number, computed by naive recursion (input: n as text, default 25).
-// CPU-bound on purpose: fib(30) burns about 100 million units of fuel.
+// CPU-bound on purpose: fib(30) burns about 100 million units of fuel. The same file compiles
+// natively (bench/native.c) for comparison.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef NATIVE_BENCH
 #include "task.h"
+#endif
 
 static unsigned long long fib(unsigned n) {
     return n < 2 ? n : fib(n - 1) + fib(n - 2);
 }
 
+#ifndef NATIVE_BENCH
 bool exports_task_run(task_list_u8_t *input, task_list_u8_t *ret, task_string_t *err) {
     char text[32] = {0};
     size_t len = input->len < sizeof text - 1 ? input->len : sizeof text - 1;
@@ -28,3 +32,4 @@ bool exports_task_run(task_list_u8_t *input, task_list_u8_t *ret, task_string_t 
     ret->len = (size_t)n_out;
     return true;
 }
+#endif

@@ -19,9 +19,15 @@ const MAX_WASM_STACK: usize = 1024 * 1024;
 /// allocator sized for `slots` concurrent runs (instances come from pre-reserved slots, so
 /// instantiation costs microseconds, not mmap calls).
 pub fn build(slots: u32) -> wasmtime::Result<Engine> {
+    build_metered(slots, true)
+}
+
+/// `build`, with fuel metering on or off (off only to measure what metering costs: the
+/// executor always meters).
+pub fn build_metered(slots: u32, fuel: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
-        .consume_fuel(true)
+        .consume_fuel(fuel)
         .epoch_interruption(true)
         .wasm_component_model(true)
         .max_wasm_stack(MAX_WASM_STACK)
@@ -44,7 +50,8 @@ pub fn build(slots: u32) -> wasmtime::Result<Engine> {
         .table_elements(1 << 20)
         // Reset small memories, tables and stacks in place instead of returning them to the
         // kernel: page faults and TLB shootdowns were a large share of a tiny task's cost.
-        .linear_memory_keep_resident(1 << 20)
+        // Kept small: every warm slot holds this much resident.
+        .linear_memory_keep_resident(128 << 10)
         .table_keep_resident(1 << 16)
         .async_stack_keep_resident(1 << 16);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

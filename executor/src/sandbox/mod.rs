@@ -87,6 +87,7 @@ pub struct Sandbox {
     components: ComponentLinker<Host>,
     modules: Linker<Host>,
     settings: Settings,
+    metered: bool,
     _ticker: EpochTicker,
 }
 
@@ -97,13 +98,19 @@ pub fn is_component(bytes: &[u8]) -> bool {
 
 impl Sandbox {
     pub fn new(slots: u32, settings: Settings) -> anyhow::Result<Self> {
-        let engine = engine::build(slots)?;
+        Self::with_metering(slots, settings, true)
+    }
+
+    /// A sandbox whose runs are bounded by time and memory only, without fuel: for the
+    /// benchmark that measures what fuel metering costs.
+    pub fn with_metering(slots: u32, settings: Settings, fuel: bool) -> anyhow::Result<Self> {
+        let engine = engine::build_metered(slots, fuel)?;
         let mut components = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut components)?;
         let mut modules = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut modules, |h: &mut Host| &mut h.wasi)?;
         let ticker = EpochTicker::start(engine.clone())?;
-        Ok(Self { engine, components, modules, settings, _ticker: ticker })
+        Ok(Self { engine, components, modules, settings, metered: fuel, _ticker: ticker })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -147,16 +154,18 @@ impl Sandbox {
         let host = Host { wasi: wasi.build_p1(), limits: MemoryCap::new(job.memory) };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        if let Err(e) = store.set_fuel(fuel) {
-            return failed(FailureKind::Trap, format!("cannot set fuel: {e}"));
+        if self.metered {
+            if let Err(e) = store.set_fuel(fuel) {
+                return failed(FailureKind::Trap, format!("cannot set fuel: {e}"));
+            }
+            // Also yield every so much fuel: the fuel count is written back at those points,
+            // so a run stopped mid-flight (timeout, cancel) still reports about what it used.
+            if let Err(e) = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)) {
+                return failed(FailureKind::Trap, format!("cannot set the fuel yield interval: {e}"));
+            }
         }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        // Also yield every so much fuel: the fuel count is written back at those points, so a
-        // run stopped mid-flight (timeout, cancel) still reports about what it used.
-        if let Err(e) = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)) {
-            return failed(FailureKind::Trap, format!("cannot set the fuel yield interval: {e}"));
-        }
 
         let started = Instant::now();
         let ended = {
@@ -167,7 +176,7 @@ impl Sandbox {
             }
         };
         let duration = started.elapsed();
-        let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_consumed = if self.metered { fuel.saturating_sub(store.get_fuel().unwrap_or(0)) } else { 0 };
         let refused = store.data_mut().limits.refused.take();
         let (stdout_bytes, stdout_overflow) = stdout.take();
         let (stderr, stderr_truncated) =

@@ -29,7 +29,7 @@ use crate::storage::StorageError;
 /// Most operations one write takes, so a flood of appends still reports progress.
 const MAX_OPS_PER_WRITE: usize = 4096;
 /// Decoded entries kept in memory, by encoded size.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// The commit index is only a hint for restarts; it is written at most this often.
 const COMMITTED_EVERY: Duration = Duration::from_secs(1);
 

@@ -59,13 +59,17 @@ pub struct Sync {
     pub meta: Vec<(&'static str, Vec<u8>)>,
 }
 
+/// Page cache of `state.redb`: reads of finished tasks, listing.
+const STATE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 pub struct StateDb {
     pub(crate) db: Database,
 }
 
 impl StateDb {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db = Database::create(path)?;
+        // redb caches up to 1 GiB by default; the hot state lives in memory already.
+        let db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(path)?;
         let tx = db.begin_write()?;
         {
             tx.open_table(META)?;

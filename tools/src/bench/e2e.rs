@@ -1,0 +1,119 @@
+//! Through a real master and executor (child processes on loopback): throughput with many
+//! tasks in flight, the one-at-a-time round trip, draining a deep queue, and the resident
+//! memory of both processes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use wasmgrid_client::bench::{run, BenchOptions, BenchReport};
+use wasmgrid_client::proto as pb;
+use wasmgrid_client::Client;
+
+use super::step;
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    let style = ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}}"))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// `tasks` tasks with `concurrency` in flight (`sync`: one at a time).
+pub async fn load(
+    client: &Arc<Client>,
+    module: &str,
+    tasks: usize,
+    concurrency: usize,
+    sync: bool,
+) -> anyhow::Result<BenchReport> {
+    let opts = BenchOptions { module: module.to_string(), tasks, concurrency, input_size: 16, sync, fuel: 0 };
+    let progress = bar(tasks, "tasks");
+    let shown = progress.clone();
+    let report = run(client.clone(), &opts, &move |n| shown.set_position(n as u64)).await;
+    progress.finish_and_clear();
+    let report = report?;
+    anyhow::ensure!(report.failed == 0, "{} of the benchmark's tasks failed", report.failed);
+    Ok(report)
+}
+
+/// Tasks per second while `pending` tasks wait in the queue: every slot is first taken by a
+/// sleeping task, `pending` tasks of `module` are submitted behind them, then the sleepers
+/// are cancelled and the clock runs until the last of the queue has finished.
+pub async fn drain_rate(
+    client: &Arc<Client>,
+    module: &str,
+    sleeper: &str,
+    slots: u32,
+    pending: usize,
+) -> anyhow::Result<f64> {
+    let blocker = pb::TaskSpec { module: sleeper.to_string(), ..Default::default() };
+    let blockers = client.submit(vec![blocker; slots as usize]).await?;
+    let spec = pb::TaskSpec { module: module.to_string(), input: vec![b'x'; 16], ..Default::default() };
+    step(&format!("queueing {pending} tasks behind {slots} sleeping ones"));
+    let queued = bar(pending, "queued");
+    let mut ids = Vec::with_capacity(pending);
+    while ids.len() < pending {
+        let n = 1000.min(pending - ids.len());
+        ids.extend(client.submit(vec![spec.clone(); n]).await?);
+        queued.set_position(ids.len() as u64);
+    }
+    queued.finish_and_clear();
+    let status = client.cluster_status().await?;
+    let waiting = status.pending_tasks;
+    anyhow::ensure!(waiting as usize >= pending, "only {waiting} tasks were pending, not {pending}");
+    let done = bar(pending, "drained");
+    let started = Instant::now();
+    let cancels = blockers.iter().map(|id| {
+        let client = client.clone();
+        let id = *id;
+        tokio::spawn(async move { client.cancel(id).await })
+    });
+    for c in cancels.collect::<Vec<_>>() {
+        c.await.context("a cancel panicked")??;
+    }
+    // One waiting stream per thousand tasks, all at once, like many clients would.
+    let mut handles = Vec::new();
+    for chunk in ids.chunks(1000) {
+        let (client, chunk, done) = (client.clone(), chunk.to_vec(), done.clone());
+        handles.push(tokio::spawn(async move {
+            let mut failed = 0usize;
+            let r = client
+                .wait(&chunk, |t| {
+                    done.inc(1);
+                    if t.state() != pb::TaskState::Succeeded {
+                        failed += 1;
+                    }
+                })
+                .await;
+            r.map(|()| failed)
+        }));
+    }
+    let mut failed = 0;
+    for h in handles {
+        failed += h.await.context("a waiting task panicked")??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    done.finish_and_clear();
+    anyhow::ensure!(failed == 0, "{failed} queued tasks failed");
+    Ok(pending as f64 / seconds)
+}
+
+/// Resident memory of a process, from /proc.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kb / 1024.0)
+}
+
+/// Gives a process a moment to settle (freed memory returned, idle timers quiet).
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
