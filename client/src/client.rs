@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use wasmgrid_common::Addr;
 use wasmgrid_proto as pb;
 use wasmgrid_proto::master_client::MasterClient;
+use wasmgrid_proto::security::{AuthChannel, Security};
 use wasmgrid_proto::{LEADER_METADATA, MAX_MESSAGE_SIZE};
 
 use crate::error::ClientError;
@@ -21,6 +21,7 @@ pub struct Client {
     addrs: Vec<Addr>,
     state: Mutex<State>,
     deadline: Duration,
+    security: Security,
 }
 
 #[derive(Default)]
@@ -28,7 +29,7 @@ struct State {
     /// Index into `addrs`, or a leader address learnt from a follower.
     current: Option<Addr>,
     next: usize,
-    channels: Vec<(String, Channel)>,
+    channels: Vec<(String, AuthChannel)>,
 }
 
 impl Client {
@@ -37,7 +38,19 @@ impl Client {
         if addrs.is_empty() {
             return Err(ClientError::Invalid("no master address given".into()));
         }
-        Ok(Self { addrs, state: Mutex::new(State::default()), deadline: Duration::from_secs(30) })
+        Ok(Self {
+            addrs,
+            state: Mutex::new(State::default()),
+            deadline: Duration::from_secs(30),
+            security: Security::default(),
+        })
+    }
+
+    /// Presents the cluster token and talks TLS as `security` says.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self.lock().channels.clear();
+        self
     }
 
     /// How long a call keeps looking for a leader before it gives up (default 30s).
@@ -60,23 +73,26 @@ impl Client {
         a
     }
 
-    fn channel(&self, addr: &Addr) -> Result<Channel, ClientError> {
-        let url = addr.url();
+    fn channel(&self, addr: &Addr) -> Result<AuthChannel, ClientError> {
+        let url = addr.host_port();
         if let Some((_, c)) = self.lock().channels.iter().find(|(u, _)| *u == url) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(url.clone())
+        let channel = self
+            .security
+            .endpoint(addr.host(), addr.port())
             .map_err(|e| ClientError::Invalid(format!("bad master address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true)
             .connect_lazy();
+        let channel = self.security.wrap(channel);
         self.lock().channels.push((url, channel.clone()));
         Ok(channel)
     }
 
-    fn master(&self, addr: &Addr) -> Result<MasterClient<Channel>, ClientError> {
+    fn master(&self, addr: &Addr) -> Result<MasterClient<AuthChannel>, ClientError> {
         Ok(MasterClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
@@ -96,11 +112,34 @@ impl Client {
         }
     }
 
+    /// The status message, with a hint when it looks like TLS on one side only.
+    fn explain(&self, status: &Status) -> String {
+        let message = status.message();
+        if self.security.tls_client() {
+            if message.contains("tls") || message.contains("InvalidContentType") || message.contains("corrupt message")
+            {
+                return format!("{message} (is the master serving TLS? a plaintext master needs no --tls-ca)");
+            }
+        } else if [
+            "h2 protocol error",
+            "connection reset",
+            "operation was canceled",
+            "connection closed",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
+        {
+            return format!("{message} (the master may require TLS: pass --tls-ca with its CA certificate)");
+        }
+        message.to_string()
+    }
+
     /// Runs `call` against the leader, following redirects and retrying unavailable masters
     /// until the deadline.
     async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(MasterClient<Channel>) -> Fut,
+        F: FnMut(MasterClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let started = Instant::now();
@@ -113,14 +152,14 @@ impl Client {
                 Err(s) => s,
             };
             if !retryable(&status) {
-                return Err(ClientError::Refused { code: status.code(), message: status.message().to_string() });
+                return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });
             }
             if !tried.contains(&addr.to_string()) {
                 tried.push(addr.to_string());
             }
             self.redirect(&status);
             if started.elapsed() > self.deadline {
-                return Err(ClientError::Unavailable { tried: tried.join(", "), last: status.message().to_string() });
+                return Err(ClientError::Unavailable { tried: tried.join(", "), last: self.explain(&status) });
             }
             // A named leader is tried at once; otherwise back off a little.
             if status.metadata().get(LEADER_METADATA).is_none() {

@@ -8,6 +8,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use wasmgrid_common::logging::LogFormat;
 use wasmgrid_common::{Addr, AddrList, Dur, Size};
+use wasmgrid_proto::security::SecurityFiles;
 
 /// The sample config printed by `--print-sample-config`.
 pub const SAMPLE_CONFIG: &str = include_str!("../../sample/config/executor.toml");
@@ -75,6 +76,20 @@ pub struct ExecutorOptions {
     pub log_file: Option<PathBuf>,
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// File holding the cluster's shared secret, presented to the masters (and required by
+    /// this executor's own status API).
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// TLS certificate (PEM) of the worker listener; needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) the masters' certificates are verified against; calls to the
+    /// masters use TLS when it is set.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// An executor's resolved configuration.
@@ -96,6 +111,7 @@ pub struct ExecutorConfig {
     pub log_level: String,
     pub log_file: Option<PathBuf>,
     pub log_format: LogFormat,
+    pub security: SecurityFiles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +162,12 @@ impl ExecutorOptions {
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_file: self.log_file,
             log_format: self.log_format.unwrap_or_default(),
+            security: SecurityFiles {
+                auth_token_file: self.auth_token_file,
+                tls_cert: self.tls_cert,
+                tls_key: self.tls_key,
+                tls_ca: self.tls_ca,
+            },
         })
     }
 }

@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 use wasmgrid_common::Addr;
 use wasmgrid_proto::executor_gateway_client::ExecutorGatewayClient;
+use wasmgrid_proto::security::{AuthChannel, Security};
 use wasmgrid_proto::{FetchModuleRequest, LEADER_METADATA, MAX_MESSAGE_SIZE};
 
 pub struct Masters {
     addrs: Vec<Addr>,
+    security: Security,
     state: Mutex<State>,
 }
 
@@ -20,12 +21,12 @@ pub struct Masters {
 struct State {
     hint: Option<Addr>,
     next: usize,
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, AuthChannel>,
 }
 
 impl Masters {
-    pub fn new(addrs: Vec<Addr>) -> Self {
-        Self { addrs, state: Mutex::new(State::default()) }
+    pub fn new(addrs: Vec<Addr>, security: Security) -> Self {
+        Self { addrs, security, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -55,12 +56,14 @@ impl Masters {
     }
 
     /// A (lazily connected) channel to `addr`, reused across calls.
-    pub fn channel(&self, addr: &Addr) -> Result<Channel, String> {
-        let key = addr.url();
+    pub fn channel(&self, addr: &Addr) -> Result<AuthChannel, String> {
+        let key = addr.host_port();
         if let Some(c) = self.lock().channels.get(&key) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(key.clone())
+        let channel = self
+            .security
+            .endpoint(addr.host(), addr.port())
             .map_err(|e| format!("bad master address {addr}: {e}"))?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
@@ -68,11 +71,12 @@ impl Masters {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
             .connect_lazy();
+        let channel = self.security.wrap(channel);
         self.lock().channels.insert(key, channel.clone());
         Ok(channel)
     }
 
-    pub fn gateway(&self, addr: &Addr) -> Result<ExecutorGatewayClient<Channel>, String> {
+    pub fn gateway(&self, addr: &Addr) -> Result<ExecutorGatewayClient<AuthChannel>, String> {
         Ok(ExecutorGatewayClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use wasmgrid_common::Addr;
+use wasmgrid_proto::security::Security;
 use wasmgrid_proto::worker_server::WorkerServer;
 
 use crate::agent::{Agent, AgentParts};
@@ -60,6 +62,7 @@ pub async fn start(
         advertise = Addr::new(advertise.host(), bound.port());
     }
     let name = config.name.clone().unwrap_or_else(|| advertise.host_port());
+    let security = Security::load(&config.security)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let settings = Settings {
@@ -82,7 +85,7 @@ pub async fn start(
         slots: config.slots,
         memory: config.memory,
         keepalive_ttl: config.keepalive_ttl,
-        masters: Masters::new(config.join.clone()),
+        masters: Masters::new(config.join.clone(), security.clone()),
         modules,
         sandbox,
         guests: guests.handle().clone(),
@@ -98,10 +101,14 @@ pub async fn start(
             _ = drainer.drain_requested.cancelled() => drainer.drain(grace).await,
         }
     }));
-    let service = WorkerServer::new(WorkerService::new(agent.clone()));
+    let service = InterceptedService::new(WorkerServer::new(WorkerService::new(agent.clone())), security.check_token());
+    let mut server = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(10)));
+    if let Some(tls) = security.server_tls() {
+        server = server.tls_config(tls).map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    }
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        let router = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(10))).add_service(service);
+        let router = server.add_service(service);
         if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), token.cancelled()).await {
             tracing::error!(error = %e, "worker api failed");
         }

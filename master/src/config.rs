@@ -10,6 +10,7 @@ use clap::Parser;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wasmgrid_common::logging::LogFormat;
 use wasmgrid_common::{Addr, Dur, Size};
+use wasmgrid_proto::security::SecurityFiles;
 
 /// The sample config printed by `--print-sample-config`.
 pub const SAMPLE_CONFIG: &str = include_str!("../../sample/config/master.toml");
@@ -94,6 +95,20 @@ pub struct MasterOptions {
     /// How long a write waits to be committed before it is answered with an error.
     #[arg(long, value_name = "DURATION")]
     pub write_timeout: Option<Dur>,
+    /// File holding the cluster's shared secret: every call to this master (clients,
+    /// executors, other masters) must carry it, and this master presents it to its peers.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// TLS certificate (PEM) of this master's listeners; needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that peers' certificates are verified against; calls to other
+    /// masters use TLS when it is set.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The founding members of a group: `m0=http://ip0:8291,m1=http://ip1:8291`.
@@ -169,6 +184,7 @@ pub struct MasterConfig {
     pub snapshot_every: u64,
     pub raft_heartbeat: Duration,
     pub write_timeout: Duration,
+    pub security: SecurityFiles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +256,12 @@ impl MasterOptions {
             snapshot_every: self.snapshot_every.unwrap_or(50_000).max(10),
             raft_heartbeat,
             write_timeout: self.write_timeout.unwrap_or(Dur::secs(10)).0.max(Duration::from_millis(100)),
+            security: SecurityFiles {
+                auth_token_file: self.auth_token_file,
+                tls_cert: self.tls_cert,
+                tls_key: self.tls_key,
+                tls_ca: self.tls_ca,
+            },
         })
     }
 }
@@ -275,6 +297,10 @@ mod tests {
             snapshot_every: Some(1),
             raft_heartbeat: Some(Dur::secs(1)),
             write_timeout: Some(Dur::secs(1)),
+            auth_token_file: Some("t".into()),
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
+            tls_ca: Some("a".into()),
         })
         .unwrap();
         let text = SAMPLE_CONFIG;

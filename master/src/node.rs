@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
+use wasmgrid_proto::security::Security;
 
 use crate::config::MasterConfig;
 use crate::error::ApiError;
@@ -33,7 +34,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(id: NodeId, config: MasterConfig, raft: Raft, replica: Arc<Replica>) -> Self {
+    pub fn new(id: NodeId, config: MasterConfig, raft: Raft, replica: Arc<Replica>, security: Security) -> Self {
         let proposer = Proposer::start(raft.clone());
         let metrics = raft.metrics();
         Self {
@@ -42,7 +43,7 @@ impl Node {
             raft,
             replica,
             proposer,
-            peers: Peers::default(),
+            peers: Peers::new(security),
             metrics,
             leader_since: Mutex::new(None),
             heard_from: Mutex::default(),

@@ -5,25 +5,29 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::Channel;
 use wasmgrid_common::Digest;
 use wasmgrid_proto as pb;
 use wasmgrid_proto::raft_peer_client::RaftPeerClient;
+use wasmgrid_proto::security::{AuthChannel, Security};
 
 use crate::raft::network::peer_channel;
 
-#[derive(Default)]
 pub struct Peers {
-    channels: Mutex<HashMap<String, Channel>>,
+    security: Security,
+    channels: Mutex<HashMap<String, AuthChannel>>,
 }
 
 impl Peers {
-    fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+    pub fn new(security: Security) -> Self {
+        Self { security, channels: Mutex::new(HashMap::new()) }
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftPeerClient<AuthChannel>, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = peer_channel(addr)?;
+                let c = peer_channel(&self.security, addr)?;
                 channels.insert(addr.to_string(), c.clone());
                 c
             }

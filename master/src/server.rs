@@ -30,6 +30,8 @@ use crate::raft::{members, node_id, Member, Raft};
 use crate::replica::Replica;
 use crate::storage::blobs::BlobStore;
 use crate::storage::state_db::StateDb;
+use tonic::service::interceptor::InterceptedService;
+use wasmgrid_proto::security::{CheckToken, Security};
 
 /// The sockets a master serves on.
 pub struct Listeners {
@@ -116,6 +118,7 @@ pub async fn start(
         };
         config.advertise_peer_addr = Addr::new(config.advertise_peer_addr.host(), peer_port);
     }
+    let security = Security::load(&config.security)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let dir = &config.data_dir;
@@ -146,7 +149,8 @@ pub async fn start(
         ..Default::default()
     }
     .validate()?;
-    let raft = Raft::new(id, Arc::new(raft_config), Network, log_store, state_store).await?;
+    let network = Network { security: security.clone() };
+    let raft = Raft::new(id, Arc::new(raft_config), network, log_store, state_store).await?;
 
     let me = Member {
         name: config.name.clone(),
@@ -172,7 +176,7 @@ pub async fn start(
         let founding: BTreeMap<_, _> = members(&founders);
         // A master with an empty data dir must join the group that exists (a replaced disk, a
         // new member), not found a second one: ask the others first.
-        let existing = existing_group(&founders, &me.name).await;
+        let existing = existing_group(&security, &founders, &me.name).await;
         match existing {
             Some(peer) => {
                 tracing::info!(%peer, "a group exists; waiting for its leader to bring this master up to date")
@@ -189,24 +193,33 @@ pub async fn start(
         let _ = raft.trigger().elect().await;
     }
 
-    let node = Arc::new(Node::new(id, config, raft, replica));
+    let node = Arc::new(Node::new(id, config, raft, replica, security.clone()));
     background::spawn_all(&node, &shutdown);
 
     let api_addr = listeners.api.local_addr()?;
     tracing::info!(name = %node.config.name, "listening on {api_addr}");
     let mut tasks = Vec::new();
     let peer_on_api = listeners.peer.is_none();
-    tasks.push(tokio::spawn(serve_api(node.clone(), listeners.api, peer_on_api, shutdown.clone())));
+    let api_server = server(&security)?;
+    tasks.push(tokio::spawn(serve_api(
+        node.clone(),
+        api_server,
+        security.clone(),
+        listeners.api,
+        peer_on_api,
+        shutdown.clone(),
+    )));
     if let Some(peer) = listeners.peer {
         tracing::info!("peer service listening on {}", peer.local_addr()?);
-        tasks.push(tokio::spawn(serve_peer(node.clone(), peer, shutdown.clone())));
+        let peer_server = server(&security)?;
+        tasks.push(tokio::spawn(serve_peer(node.clone(), peer_server, security.clone(), peer, shutdown.clone())));
     }
     Ok(Running { node, tasks })
 }
 
 /// The name of a founding member that already belongs to an initialized group, if any.
-async fn existing_group(founders: &[Member], me: &str) -> Option<String> {
-    let peers = crate::peers::Peers::default();
+async fn existing_group(security: &Security, founders: &[Member], me: &str) -> Option<String> {
+    let peers = crate::peers::Peers::new(security.clone());
     for m in founders.iter().filter(|m| m.name != me) {
         if let Ok(reply) = peers.probe(&m.peer_addr).await {
             if reply.initialized {
@@ -217,45 +230,65 @@ async fn existing_group(founders: &[Member], me: &str) -> Option<String> {
     None
 }
 
-fn server() -> Server {
-    Server::builder()
+/// A server with this master's transport settings, and TLS when it has a certificate.
+fn server(security: &Security) -> anyhow::Result<Server> {
+    let builder = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    Ok(match security.server_tls() {
+        Some(tls) => builder.tls_config(tls).map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?,
+        None => builder,
+    })
 }
 
-fn peer_service(node: &Arc<Node>) -> RaftPeerServer<PeerService> {
-    RaftPeerServer::new(PeerService::new(node.clone()))
+type Guarded<S> = InterceptedService<S, CheckToken>;
+
+fn peer_service(node: &Arc<Node>, security: &Security) -> Guarded<RaftPeerServer<PeerService>> {
+    let svc = RaftPeerServer::new(PeerService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    InterceptedService::new(svc, security.check_token())
 }
 
-async fn serve_api(node: Arc<Node>, listener: TcpListener, with_peer: bool, shutdown: CancellationToken) {
+async fn serve_api(
+    node: Arc<Node>,
+    mut server: Server,
+    security: Security,
+    listener: TcpListener,
+    with_peer: bool,
+    shutdown: CancellationToken,
+) {
     let master = MasterServer::new(MasterService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let gateway = ExecutorGatewayServer::new(GatewayService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let router =
-        server().add_service(master).add_service(gateway).add_optional_service(with_peer.then(|| peer_service(&node)));
+    let router = server
+        .add_service(InterceptedService::new(master, security.check_token()))
+        .add_service(InterceptedService::new(gateway, security.check_token()))
+        .add_optional_service(with_peer.then(|| peer_service(&node, &security)));
     let incoming = incoming(listener);
     if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
         tracing::error!(error = %e, "api server failed");
     }
 }
 
-async fn serve_peer(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
+async fn serve_peer(
+    node: Arc<Node>,
+    mut server: Server,
+    security: Security,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
     let incoming = incoming(listener);
-    let router = server().add_service(peer_service(&node));
+    let router = server.add_service(peer_service(&node, &security));
     if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled()).await {
         tracing::error!(error = %e, "peer server failed");
     }
 }
 
-/// Accepted connections with TCP_NODELAY: without it every small message of a stream waits
-/// out the peer's delayed ACK (about 40ms a round trip). `Server::tcp_nodelay` only applies
-/// to listeners tonic binds itself.
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -5,6 +5,8 @@
 //! - `RaftPeer`: masters' internal Raft traffic, kept apart from the public API.
 //! - `Worker`: the small status API an executor serves on its own address.
 
+pub mod security;
+
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("wasmgrid.v1");

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod process;
+pub mod tls;
 
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::Resolve;

@@ -10,6 +10,7 @@ mod tasks;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use wasmgrid_common::AddrList;
+use wasmgrid_proto::security::{Security, SecurityFiles};
 
 use crate::Client;
 
@@ -25,6 +26,12 @@ pub struct Cli {
         value_name = "HOST:PORT,..."
     )]
     pub master_addr: AddrList,
+    /// File holding the cluster's shared secret (or set WASMGRID_TOKEN to the secret itself).
+    #[arg(long, global = true, env = "WASMGRID_TOKEN_FILE", value_name = "FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) the masters' certificates are verified against: talk TLS.
+    #[arg(long, global = true, env = "WASMGRID_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// How to print results: for people, or one JSON document per command.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -65,6 +72,17 @@ pub async fn run(cli: Cli) -> i32 {
         Ok(c) => c,
         Err(e) => return report(&e.to_string()),
     };
+    let files = SecurityFiles {
+        auth_token_file: cli.auth_token_file.clone(),
+        tls_ca: cli.tls_ca.clone(),
+        ..Default::default()
+    };
+    let security =
+        match Security::load(&files).and_then(|s| s.with_token_fallback(std::env::var("WASMGRID_TOKEN").ok())) {
+            Ok(s) => s,
+            Err(e) => return report(&e.to_string()),
+        };
+    let client = client.with_security(security);
     // How long to look for a leader before giving up (humantime, e.g. 30s).
     let client = match std::env::var("WASMGRID_CLIENT_DEADLINE").ok().map(|d| d.parse::<wasmgrid_common::Dur>()) {
         Some(Ok(d)) => client.with_deadline(d.0),

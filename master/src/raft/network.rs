@@ -11,9 +11,9 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 use wasmgrid_common::Addr;
 use wasmgrid_proto::raft_peer_client::RaftPeerClient;
+use wasmgrid_proto::security::{AuthChannel, Security};
 use wasmgrid_proto::RaftPayload;
 
 use super::{Member, NodeId, TypeConfig};
@@ -23,32 +23,36 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftErro
 
 /// Creates one client per peer; connections are made lazily and re-made after failures.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub security: Security,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        PeerClient { target, addr: node.peer_addr.clone(), client: None }
+        PeerClient { target, addr: node.peer_addr.clone(), client: None, security: self.security.clone() }
     }
 }
 
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    client: Option<RaftPeerClient<Channel>>,
+    client: Option<RaftPeerClient<AuthChannel>>,
+    security: Security,
 }
 
 /// A channel to a peer's Raft service, created without connecting.
-pub fn peer_channel(addr: &str) -> Result<Channel, String> {
+pub fn peer_channel(security: &Security, addr: &str) -> Result<AuthChannel, String> {
     let addr: Addr = addr.parse().map_err(|e| format!("{e}"))?;
-    let endpoint = Endpoint::from_shared(addr.url())
+    let endpoint = security
+        .endpoint(addr.host(), addr.port())
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    Ok(security.wrap(endpoint.connect_lazy()))
 }
 
 impl PeerClient {
@@ -60,7 +64,7 @@ impl PeerClient {
     {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if self.client.is_none() {
-            let channel = peer_channel(&self.addr)
+            let channel = peer_channel(&self.security, &self.addr)
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
             self.client = Some(
                 RaftPeerClient::new(channel)
