@@ -30,6 +30,9 @@ struct State {
     current: Option<Addr>,
     next: usize,
     channels: Vec<(String, AuthChannel)>,
+    /// Masters that have answered a call: a cancelled call to one of them is a dropped
+    /// connection (a master died), not a handshake that never worked.
+    answered: Vec<Addr>,
 }
 
 impl Client {
@@ -148,10 +151,17 @@ impl Client {
         loop {
             let addr = self.target();
             let status = match call(self.master(&addr)?).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    let mut s = self.lock();
+                    if !s.answered.contains(&addr) {
+                        s.answered.push(addr);
+                    }
+                    return Ok(v);
+                }
                 Err(s) => s,
             };
-            if !retryable(&status) {
+            let dropped = status.code() == Code::Cancelled && self.lock().answered.contains(&addr);
+            if !retryable(&status) && !dropped {
                 return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });
             }
             if !tried.contains(&addr.to_string()) {

@@ -197,3 +197,9 @@ pub fn sleeper(ms: u64) -> Vec<u8> {
     ))
     .unwrap()
 }
+
+/// A task component that returns `bytes` bytes of zeros (it grows its memory to hold them).
+pub fn big_output(bytes: u32) -> Vec<u8> {
+    let pages = bytes / 65536 + 2;
+    task(&format!("(drop (memory.grow (i32.const {pages}))) (call $ok (i32.const 65536) (i32.const {bytes}))"), "")
+}

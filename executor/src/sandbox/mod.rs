@@ -211,6 +211,10 @@ impl Sandbox {
                 }
             }
         };
+        if out.failure.as_ref().is_some_and(|(kind, _)| *kind == FailureKind::OutputTooLarge) {
+            // Refused output is not kept, sent or stored.
+            out.output = Vec::new();
+        }
         out
     }
 

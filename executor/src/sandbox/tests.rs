@@ -126,3 +126,44 @@ async fn wasi_commands_read_stdin_write_stdout_and_exit() {
     let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(&[b'x'; 3000])).await;
     assert_eq!(kind(&o), Some(FailureKind::OutputTooLarge));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_tables_and_memories_are_refused_cleanly() {
+    let sb = sandbox();
+    let table =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (table 50000000 funcref) (func (export "_start")))"#)
+            .unwrap();
+    // Refused when linked (it does not fit the pooling allocator), or failing its run.
+    let refused = match sb.compile(&table).and_then(|c| sb.link(Kind::Command, &c)) {
+        Err(e) => e.to_string().contains("table"),
+        Ok(program) => sb.run(program.as_ref(), job(b"")).await.failure.is_some(),
+    };
+    assert!(refused, "a 50M-element table must not instantiate");
+    let memory = wat::parse_str(r#"(module (memory (export "memory") 30000) (func (export "_start")))"#).unwrap();
+    let o = run(&sb, Kind::Command, &memory, job(b"")).await;
+    assert_eq!(kind(&o), Some(FailureKind::MemoryLimit), "{:?}", o.failure);
+    let o = run(&sb, Kind::Component, &guests::echo(), job(b"fine")).await;
+    assert_eq!((o.failure, o.output), (None, b"fine".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_does_not_hold_up_the_others() {
+    let sb = std::sync::Arc::new(sandbox());
+    let spinner = {
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            let mut j = job(b"");
+            j.fuel = u64::MAX / 2;
+            j.timeout = Duration::from_secs(3);
+            run(&sb, Kind::Component, &guests::spin(), j).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    for _ in 0..20 {
+        let o = run(&sb, Kind::Component, &guests::echo(), job(b"quick")).await;
+        assert_eq!(o.failure, None);
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "20 echoes took {:?} beside a spinner", started.elapsed());
+    assert_eq!(kind(&spinner.await.unwrap()), Some(FailureKind::Timeout));
+}
