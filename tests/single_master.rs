@@ -214,3 +214,32 @@ async fn an_executor_fetches_and_compiles_a_module_once_even_across_restarts() {
     e.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finished_tasks_are_forgotten_after_the_retention_period() {
+    let retention = Some(wasmgrid_common::Dur::millis(1500));
+    let cluster = Cluster::start_with(1, |o| o.result_retention = retention, |_| {}).await;
+    let client = cluster.client();
+    let echo = upload(&client, &guests::echo()).await.unwrap().digest;
+    let old: Vec<u64> =
+        client.submit((0..5).map(|i| spec(&echo, format!("old {i}").as_bytes())).collect()).await.unwrap();
+    for id in &old {
+        assert_eq!(client.wait_one(*id).await.unwrap().state(), pb::TaskState::Succeeded);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let young = run(&client, spec(&echo, b"young")).await;
+    // Within a few retention passes the old ones are gone and the young one is still there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let gone = client.get(old[0]).await.is_err_and(|e| e.code() == Some(tonic::Code::NotFound));
+        if gone {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "old tasks still there after 10s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let listed: Vec<u64> = client.list(None, None).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(listed, vec![young.id], "only the young task is left");
+    assert_eq!(client.get(young.id).await.unwrap().output, b"young");
+    cluster.stop().await;
+}

@@ -5,7 +5,8 @@
 //! - waiters: forgets waits of clients that went away;
 //! - announce: makes sure the group knows where clients reach this master;
 //! - blobs: fetches module blobs this master lacks (after a snapshot or being away);
-//! - health: probes the other masters, for `cluster status`.
+//! - health: probes the other masters, for `cluster status`;
+//! - retention: on the leader, forgets finished tasks older than `result-retention`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,32 @@ pub fn spawn_all(node: &Arc<Node>, shutdown: &CancellationToken) {
     tokio::spawn(announce(node.clone(), shutdown.clone()));
     tokio::spawn(blobs(node.clone(), shutdown.clone()));
     tokio::spawn(health(node.clone(), shutdown.clone()));
+    tokio::spawn(retention(node.clone(), shutdown.clone()));
+}
+
+async fn retention(node: Arc<Node>, shutdown: CancellationToken) {
+    let keep = node.config.result_retention;
+    if keep.is_zero() {
+        return;
+    }
+    let period = (keep / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if node.leader_since().is_none() {
+            continue;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let before_ms = now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        if let Err(e) = node.propose(Command::Forget { before_ms }).await {
+            tracing::debug!(error = %e, "retention pass not committed; trying again later");
+        }
+    }
 }
 
 async fn health(node: Arc<Node>, shutdown: CancellationToken) {

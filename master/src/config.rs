@@ -95,6 +95,9 @@ pub struct MasterOptions {
     /// How long a write waits to be committed before it is answered with an error.
     #[arg(long, value_name = "DURATION")]
     pub write_timeout: Option<Dur>,
+    /// How long finished tasks (record, input, output) are kept; 0 keeps them forever.
+    #[arg(long, value_name = "DURATION")]
+    pub result_retention: Option<Dur>,
     /// File holding the cluster's shared secret: every call to this master (clients,
     /// executors, other masters) must carry it, and this master presents it to its peers.
     #[arg(long, value_name = "FILE")]
@@ -184,6 +187,8 @@ pub struct MasterConfig {
     pub snapshot_every: u64,
     pub raft_heartbeat: Duration,
     pub write_timeout: Duration,
+    /// Zero: keep finished tasks forever.
+    pub result_retention: Duration,
     pub security: SecurityFiles,
 }
 
@@ -256,6 +261,7 @@ impl MasterOptions {
             snapshot_every: self.snapshot_every.unwrap_or(50_000).max(10),
             raft_heartbeat,
             write_timeout: self.write_timeout.unwrap_or(Dur::secs(10)).0.max(Duration::from_millis(100)),
+            result_retention: self.result_retention.unwrap_or(Dur::secs(7 * 24 * 3600)).0,
             security: SecurityFiles {
                 auth_token_file: self.auth_token_file,
                 tls_cert: self.tls_cert,
@@ -297,6 +303,7 @@ mod tests {
             snapshot_every: Some(1),
             raft_heartbeat: Some(Dur::secs(1)),
             write_timeout: Some(Dur::secs(1)),
+            result_retention: Some(Dur::secs(1)),
             auth_token_file: Some("t".into()),
             tls_cert: Some("c".into()),
             tls_key: Some("k".into()),

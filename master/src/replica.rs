@@ -99,7 +99,8 @@ impl Replica {
                 Some((convert::task(t.clone(), o.clone(), String::new()), waiters))
             })
             .collect();
-        let writes = Writes { inputs: std::mem::take(&mut fx.inputs), finished, sync };
+        let writes =
+            Writes { inputs: std::mem::take(&mut fx.inputs), finished, sync, forget_before: fx.forget_before.take() };
         let dispatch = self.db.write(writes, std::mem::take(&mut fx.dispatch))?;
         self.sessions.deliver(dispatch, fx.stop, fx.acks);
         for (task, waiters) in notices {

@@ -74,6 +74,11 @@ pub enum Command {
         name: String,
         incarnation: u64,
     },
+    /// Retention: forget finished tasks (record, input, output) that finished before
+    /// `before_ms`, oldest ids first, at most a bounded number per command.
+    Forget {
+        before_ms: i64,
+    },
 }
 
 /// What applying one command answers to its proposer.

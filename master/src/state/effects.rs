@@ -53,6 +53,8 @@ pub struct Effects {
     pub requests_expired: Vec<RequestId>,
     /// The masters' client addresses changed.
     pub member_addrs: bool,
+    /// Forget finished tasks that finished before this time (ms since the epoch).
+    pub forget_before: Option<i64>,
 }
 
 impl Effects {
@@ -67,5 +69,6 @@ impl Effects {
             && self.executors.is_empty()
             && self.requests_added.is_empty()
             && self.requests_expired.is_empty()
+            && self.forget_before.is_none()
     }
 }

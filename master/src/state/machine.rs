@@ -171,6 +171,11 @@ impl StateMachine {
                 }
                 Response::Done
             }
+            Command::Forget { before_ms } => {
+                // Finished tasks live in storage only: the store does the forgetting.
+                fx.forget_before = Some(fx.forget_before.map_or(before_ms, |b| b.max(before_ms)));
+                Response::Done
+            }
             Command::MemberAddr { node, api_addr } => {
                 if self.member_addrs.get(&node) != Some(&api_addr) {
                     self.member_addrs.insert(node, api_addr);

@@ -41,7 +41,12 @@ pub struct Writes {
     pub finished: Vec<(TaskRecord, TaskOutput)>,
     /// With a sync, the commit is fsynced.
     pub sync: Option<Sync>,
+    /// Forget finished tasks that finished before this time (see `forget_finished`).
+    pub forget_before: Option<i64>,
 }
+
+/// Most finished tasks one `Forget` command removes, so one apply stays short.
+pub const FORGET_BATCH: usize = 10_000;
 
 /// The in-memory state written at a sync point.
 #[derive(Debug, Default)]
@@ -136,6 +141,9 @@ impl StateDb {
                 if !o.output.is_empty() || !o.stderr.is_empty() {
                     outputs.insert(t.id, encode(o)?.as_slice())?;
                 }
+            }
+            if let Some(before) = w.forget_before {
+                forget_finished(&mut tasks, &live, &mut inputs, &mut outputs, before)?;
             }
             if let Some(sync) = &w.sync {
                 for t in &sync.live {
@@ -278,4 +286,39 @@ fn values<K: redb::Key + 'static, T: DeserializeOwned>(
 /// Encodes a value for `Changes::meta`.
 pub fn meta_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     encode(value)
+}
+
+/// Removes finished tasks that finished before `before_ms`, in id order, up to
+/// `FORGET_BATCH`, stopping at the first one that finished later: ids follow submission, so
+/// what is left is younger, give or take the tasks that ran long. Live tasks are skipped.
+/// Every replica holds the same finished records, so every replica forgets the same ones.
+fn forget_finished(
+    tasks: &mut redb::Table<u64, &[u8]>,
+    live: &redb::Table<u64, ()>,
+    inputs: &mut redb::Table<u64, &[u8]>,
+    outputs: &mut redb::Table<u64, &[u8]>,
+    before_ms: i64,
+) -> Result<usize, StorageError> {
+    let mut doomed = Vec::new();
+    for row in tasks.iter()? {
+        let (id, bytes) = row?;
+        let id = id.value();
+        if live.get(id)?.is_some() {
+            continue;
+        }
+        let t: TaskRecord = decode(bytes.value())?;
+        if !t.state.is_final() {
+            continue;
+        }
+        if t.finished_at_ms >= before_ms || doomed.len() >= FORGET_BATCH {
+            break;
+        }
+        doomed.push(id);
+    }
+    for id in &doomed {
+        tasks.remove(id)?;
+        inputs.remove(id)?;
+        outputs.remove(id)?;
+    }
+    Ok(doomed.len())
 }
