@@ -116,6 +116,20 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!(status["leader"], "master");
     assert_eq!(status["members"].as_array().unwrap().len(), 1);
     assert_eq!(status["executors"].as_array().unwrap().len(), 1);
+    let executors = json(&client(&m, &["--output", "json", "executor", "list"]));
+    assert_eq!(executors.as_array().unwrap().len(), 1);
+    assert_eq!(executors[0]["name"], status["executors"][0]["name"]);
+    assert!(executors[0]["slots"].as_u64().unwrap() > 0);
+
+    // The benchmark: one JSON document with the contract's fields.
+    let bench =
+        json(&client(&m, &["--output", "json", "bench", "--module", &digest, "--tasks", "200", "--concurrency", "50"]));
+    assert_eq!((bench["tasks"].as_u64(), bench["failed"].as_u64()), (Some(200), Some(0)));
+    for field in ["seconds", "throughput", "latency_p50_ms", "latency_p99_ms"] {
+        assert!(bench[field].as_f64().unwrap() > 0.0, "{field}: {bench}");
+    }
+    let sync = json(&client(&m, &["--output", "json", "bench", "--module", &digest, "--tasks", "20", "--sync"]));
+    assert_eq!(sync["tasks"], 20);
 
     // Errors are one line on stderr and a non-zero exit.
     let missing = client(&m, &["task", "get", "424242"]);
