@@ -6,6 +6,7 @@
 #   make tools_setup   install the guest toolchain (clang, wasi-libc)
 #   make examples      build the example tasks into examples/tasks/build/
 #   make demo          a local master + executor running every example
+#   make fuzz          every cargo-fuzz target for FUZZ_SECONDS (60) each (nightly)
 #   make bench         the benchmark table (release build; RECORD=bench/RESULTS.md to keep it)
 #
 # The tests, the examples' tooling and the demo share the dev profile, so CI compiles the
@@ -15,7 +16,7 @@
 CARGO ?= cargo
 BINS := master executor master-client componentize
 
-.PHONY: all build unit_test test dev fmt clippy tools_setup examples demo bench clean
+.PHONY: all build unit_test test dev fmt clippy tools_setup examples demo bench fuzz clean
 
 all: build
 
@@ -52,6 +53,9 @@ examples: tools_setup
 demo:
 	$(CARGO) build --bins
 	target/debug/demo
+
+fuzz:
+	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) bash scripts/fuzz.sh
 
 bench:
 	$(CARGO) build --release --bins
