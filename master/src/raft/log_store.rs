@@ -36,7 +36,7 @@ const COMMITTED_EVERY: Duration = Duration::from_secs(1);
 type Done = oneshot::Sender<Result<(), StorageError>>;
 
 enum Op {
-    Append { rows: Vec<(u64, Vec<u8>)>, done: LogFlushed<TypeConfig> },
+    Append { rows: Vec<(LogId, Vec<u8>)>, done: LogFlushed<TypeConfig> },
     Truncate { since: u64, done: Done },
     Purge { upto: LogId, done: Done },
     Vote { vote: Vote, done: Done },
@@ -98,6 +98,8 @@ struct Shared {
     cache: Mutex<Cache>,
     meta: Mutex<Meta>,
     last_log: Mutex<Option<LogId>>,
+    /// The last entry known to be on disk and synced (`None` right after a truncation).
+    durable: Mutex<Option<LogId>>,
 }
 
 /// Cheap to clone: clones share the files and the writer.
@@ -118,12 +120,12 @@ fn stopped() -> StorageError {
 impl LogStore {
     /// Opens the log in directory `dir`, recovering from a write torn by a crash.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        let mut segments = Segments::open(dir)?;
         let meta: Meta = match std::fs::read(dir.join("meta")) {
             Ok(bytes) => decode(&bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Meta::default(),
             Err(e) => return Err(e.into()),
         };
+        let mut segments = Segments::open(dir, meta.purged.map(|p| p.index))?;
         if let Some(purged) = meta.purged {
             segments.purge(purged.index)?;
         }
@@ -149,6 +151,7 @@ impl LogStore {
             cache: Mutex::new(cache),
             meta: Mutex::new(meta),
             last_log: Mutex::new(last_log),
+            durable: Mutex::new(last_log),
         });
         let (writer, ops) = std_mpsc::channel();
         let for_thread = shared.clone();
@@ -220,6 +223,9 @@ impl LogStore {
 
 fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
     let mut committed_written = Instant::now();
+    // After a failed write the files and memory may disagree: every later operation fails
+    // too (openraft stops on a storage error), rather than build on an unknown state.
+    let mut failed: Option<String> = None;
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_OPS_PER_WRITE {
@@ -228,9 +234,18 @@ fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let result = apply(shared, &batch, &mut committed_written).map_err(|e| e.to_string());
-        if result.is_ok() {
-            lock(&shared.cache).evict();
+        let result = match &failed {
+            Some(e) => Err(format!("an earlier raft log write failed: {e}")),
+            None => apply(shared, &batch, &mut committed_written).map_err(|e| e.to_string()),
+        };
+        match &result {
+            Ok(()) => lock(&shared.cache).evict(),
+            Err(e) => {
+                if failed.is_none() {
+                    tracing::error!(error = %e, "raft log write failed; the log is read-only from now on");
+                }
+                failed.get_or_insert_with(|| e.clone());
+            }
         }
         for op in batch {
             let r = result.clone().map_err(StorageError::Corrupt);
@@ -246,26 +261,30 @@ fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
 }
 
 /// Carries out one batch: entries written and synced once, the meta file rewritten if the
-/// vote or the purge point changed (or the commit index is due).
+/// vote or the purge point changed (or the commit index is due). Nothing in `meta` is made
+/// durable before the entries appended ahead of it in the batch are.
 fn apply(shared: &Shared, batch: &[Op], committed_written: &mut Instant) -> Result<(), StorageError> {
-    let mut appended = false;
+    let mut unsynced: Option<Option<LogId>> = None;
     let mut meta_changed = false;
     let mut committed_changed = false;
     for op in batch {
         match op {
             Op::Append { rows, .. } => {
-                let refs: Vec<(u64, &[u8])> = rows.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+                let refs: Vec<(u64, &[u8])> = rows.iter().map(|(id, b)| (id.index, b.as_slice())).collect();
                 lock(&shared.segments).append(&refs)?;
                 if let Some((last, _)) = rows.last() {
-                    lock(&shared.cache).written = Some(*last);
+                    lock(&shared.cache).written = Some(last.index);
+                    unsynced = Some(Some(*last));
                 }
-                appended = true;
             }
             Op::Truncate { since, .. } => {
                 lock(&shared.segments).truncate(*since)?;
                 lock(&shared.cache).written = since.checked_sub(1);
+                *lock(&shared.durable) = None;
+                unsynced = unsynced.map(|_| None);
             }
             Op::Purge { upto, .. } => {
+                sync_appended(shared, &mut unsynced)?;
                 // The purge point is durable before any segment goes, so a restart never
                 // sees a log that starts after a gap.
                 lock(&shared.meta).purged = Some(*upto);
@@ -282,11 +301,7 @@ fn apply(shared: &Shared, batch: &[Op], committed_written: &mut Instant) -> Resu
             }
         }
     }
-    if appended {
-        // The fsync runs without the lock, so readers are not held up by the disk.
-        let syncer = lock(&shared.segments).syncer()?;
-        syncer.sync()?;
-    }
+    sync_appended(shared, &mut unsynced)?;
     if meta_changed || (committed_changed && committed_written.elapsed() >= COMMITTED_EVERY) {
         write_meta(shared)?;
         *committed_written = Instant::now();
@@ -294,9 +309,28 @@ fn apply(shared: &Shared, batch: &[Op], committed_written: &mut Instant) -> Resu
     Ok(())
 }
 
+/// Syncs what was appended since the last sync, if anything; the fsync runs without the
+/// segments lock, so readers are not held up by the disk.
+fn sync_appended(shared: &Shared, unsynced: &mut Option<Option<LogId>>) -> Result<(), StorageError> {
+    let Some(last) = unsynced.take() else { return Ok(()) };
+    let syncer = lock(&shared.segments).syncer()?;
+    syncer.sync()?;
+    if last.is_some() {
+        *lock(&shared.durable) = last;
+    }
+    Ok(())
+}
+
 /// Replaces `meta` durably: write a temporary file, sync it, rename it over, sync the directory.
 fn write_meta(shared: &Shared) -> Result<(), StorageError> {
-    let bytes = encode(&*lock(&shared.meta))?;
+    let mut meta = lock(&shared.meta).clone();
+    // openraft may commit entries this follower has not synced yet; a restart must never
+    // find a commit index past the end of its durable log.
+    let durable = *lock(&shared.durable);
+    if meta.committed.is_some_and(|c| durable.is_none_or(|d| c.index > d.index)) {
+        meta.committed = durable.filter(|d| meta.committed.is_some_and(|c| d.index <= c.index));
+    }
+    let bytes = encode(&meta)?;
     let tmp = shared.dir.join("meta.tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&bytes)?;
@@ -358,7 +392,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let id = *entry.get_log_id();
                 let bytes = encode(&entry).map_err(io_err)?;
                 cache.insert(entry, bytes.len());
-                rows.push((id.index, bytes));
+                rows.push((id, bytes));
                 last = Some(id);
             }
         }

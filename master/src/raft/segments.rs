@@ -36,7 +36,7 @@ impl Syncer {
             file.sync_data()?;
         }
         if let Some(dir) = self.dir {
-            File::open(dir)?.sync_all()?;
+            sync_dir(&dir)?;
         }
         Ok(())
     }
@@ -73,9 +73,15 @@ fn checksum(index: u64, payload: &[u8]) -> u32 {
 }
 
 impl Segments {
-    /// Opens (or creates) the log in `dir`, recovering from a torn last write.
-    pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+    /// Opens (or creates) the log in `dir`, recovering from a torn last write. Segments that
+    /// hold nothing after `purged` are deleted first: a crash may have undone their deletion.
+    pub fn open(dir: &Path, purged: Option<u64>) -> io::Result<Self> {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
             .flatten()
             .filter_map(|e| {
@@ -85,6 +91,14 @@ impl Segments {
             })
             .collect();
         paths.sort();
+        if let Some(purged) = purged {
+            // A segment is wholly purged when the next one starts at or before purged + 1.
+            while paths.len() > 1 && paths[1].0 <= purged + 1 {
+                std::fs::remove_file(&paths[0].1)?;
+                paths.remove(0);
+            }
+            sync_dir(dir)?;
+        }
         let mut log =
             Self { dir: dir.to_path_buf(), segments: Vec::new(), locs: VecDeque::new(), first: 0, new_segment: false };
         let count = paths.len();
@@ -228,14 +242,17 @@ impl Segments {
         self.locs.truncate(keep);
         if let Some(cut) = cut {
             while self.segments.len() > cut.segment + 1 {
-                if let Some(seg) = self.segments.pop() {
+                if let Some(seg) = self.segments.last() {
                     std::fs::remove_file(&seg.path)?;
                 }
+                self.segments.pop();
             }
             let seg = &mut self.segments[cut.segment];
             seg.file.set_len(cut.offset)?;
             seg.len = cut.offset;
             seg.file.sync_all()?;
+            // The deletions must not come back after a crash: old records would reappear.
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -250,25 +267,31 @@ impl Segments {
             // Nothing is left: the next append starts a fresh segment, so a restart never
             // finds it behind older records in the same file.
             self.first = upto + 1;
-            for seg in self.segments.drain(..) {
+            while let Some(seg) = self.segments.last() {
                 std::fs::remove_file(&seg.path)?;
+                self.segments.pop();
             }
-            return Ok(());
+            return sync_dir(&self.dir);
         }
         // A segment can go once the next one starts at or before the first entry kept.
         let mut removed = 0;
         while self.segments.len() > 1 && self.segments[1].first <= self.first.max(upto + 1) {
-            let seg = self.segments.remove(0);
-            std::fs::remove_file(&seg.path)?;
+            std::fs::remove_file(&self.segments[0].path)?;
+            self.segments.remove(0);
             removed += 1;
+            for loc in &mut self.locs {
+                loc.segment -= 1;
+            }
         }
         if removed > 0 {
-            for loc in &mut self.locs {
-                loc.segment -= removed;
-            }
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// The payload length of a valid record for `index` at the start of `bytes`.
@@ -301,13 +324,13 @@ mod tests {
     #[test]
     fn appends_reads_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Segments::open(dir.path()).unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
         assert_eq!(log.last_index(), None);
         append(&mut log, 1..=100);
         assert_eq!(log.read(42).unwrap(), Some(payload(42)));
         assert_eq!(log.read(101).unwrap(), None);
         drop(log);
-        let log = Segments::open(dir.path()).unwrap();
+        let log = Segments::open(dir.path(), None).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(100)));
         assert_eq!(log.read(100).unwrap(), Some(payload(100)));
     }
@@ -315,14 +338,14 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_and_corruption_elsewhere_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Segments::open(dir.path()).unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
         append(&mut log, 1..=10);
         let path = log.segments[0].path.clone();
         drop(log);
         let len = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
-        let mut log = Segments::open(dir.path()).unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
         assert_eq!(log.last_index(), Some(9));
         append(&mut log, 10..=12);
         drop(log);
@@ -330,13 +353,13 @@ mod tests {
         bytes[HEADER + 2] ^= 0xFF;
         std::fs::write(&path, &bytes).unwrap();
         // Still the last segment: the log is cut back to before the damaged record.
-        assert_eq!(Segments::open(dir.path()).unwrap().last_index(), None);
+        assert_eq!(Segments::open(dir.path(), None).unwrap().last_index(), None);
     }
 
     #[test]
     fn truncate_and_purge() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Segments::open(dir.path()).unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
         append(&mut log, 5..=20);
         log.truncate(15).unwrap();
         assert_eq!(log.last_index(), Some(14));
@@ -350,7 +373,25 @@ mod tests {
         assert_eq!(log.first_index(), None);
         append(&mut log, 17..=17);
         drop(log);
-        let log = Segments::open(dir.path()).unwrap();
+        let log = Segments::open(dir.path(), None).unwrap();
         assert_eq!(log.read(17).unwrap(), Some(payload(17)));
+    }
+
+    #[test]
+    fn a_purged_segment_that_a_crash_brought_back_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
+        append(&mut log, 1..=10);
+        let old = log.segments[0].path.clone();
+        let old_bytes = std::fs::read(&old).unwrap();
+        log.purge(10).unwrap();
+        append(&mut log, 11..=12);
+        drop(log);
+        // The deletion did not reach the disk before a crash.
+        std::fs::write(&old, old_bytes).unwrap();
+        let log = Segments::open(dir.path(), Some(10)).unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (Some(11), Some(12)));
+        assert!(!old.exists());
+        assert!(Segments::open(dir.path(), None).is_ok());
     }
 }
