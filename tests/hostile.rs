@@ -118,3 +118,27 @@ async fn garbage_on_every_port_leaves_every_server_serving() {
     assert!(group.masters[0].proc.as_mut().unwrap().child.try_wait().unwrap().is_none(), "the master is alive");
     assert!(group.executors[0].child.try_wait().unwrap().is_none(), "the executor is alive");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_submit_over_the_message_limit_is_refused_naming_it() {
+    let cluster = Cluster::start_with(
+        1,
+        |o| {
+            o.max_message_size = Some(wasmgrid_common::Size::mib(8));
+            o.max_input_size = Some(wasmgrid_common::Size::mib(4));
+        },
+        |_| {},
+    )
+    .await;
+    let client = cluster.client();
+    let echo = upload(&client, &guests::echo()).await;
+    let spec = pb::TaskSpec { module: echo.clone(), input: vec![b'x'; 3 * MIB], ..Default::default() };
+    let e = client.submit(vec![spec; 4]).await.unwrap_err();
+    assert!(e.to_string().contains("max-message-size"), "{e}");
+    // A module larger than the limit still uploads: it is streamed in chunks.
+    let padded = guests::task("(call $ok (i32.const 1024) (i32.const 1))", &"a".repeat(12 * MIB));
+    assert!(padded.len() > 12 * MIB);
+    upload(&client, &padded).await;
+    echo_works(&client, &echo).await;
+    cluster.stop().await;
+}

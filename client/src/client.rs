@@ -118,6 +118,9 @@ impl Client {
     /// The status message, with a hint when it looks like TLS on one side only.
     fn explain(&self, status: &Status) -> String {
         let message = status.message();
+        if message.contains("message length too large") {
+            return format!("{message} (over the master's max-message-size)");
+        }
         if self.security.tls_client() {
             if message.contains("tls") || message.contains("InvalidContentType") || message.contains("corrupt message")
             {

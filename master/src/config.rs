@@ -68,6 +68,9 @@ pub struct MasterOptions {
     /// Largest task input accepted by submit.
     #[arg(long, value_name = "SIZE")]
     pub max_input_size: Option<Size>,
+    /// Largest gRPC message the client and executor APIs accept (a submit batch is one).
+    #[arg(long, value_name = "SIZE")]
+    pub max_message_size: Option<Size>,
     /// Most tasks in one submit call.
     #[arg(long, value_name = "N")]
     pub max_batch_size: Option<u32>,
@@ -178,6 +181,7 @@ pub struct MasterConfig {
     pub log_format: LogFormat,
     pub max_module_size: u64,
     pub max_input_size: u64,
+    pub max_message_size: usize,
     pub max_batch_size: usize,
     pub max_pending_tasks: u64,
     pub default_memory: u64,
@@ -223,9 +227,16 @@ impl MasterOptions {
         }
         let max_module_size = self.max_module_size.unwrap_or(Size::mib(64)).bytes();
         let max_input_size = self.max_input_size.unwrap_or(Size::mib(16)).bytes();
-        let limit = wasmgrid_proto::MAX_MESSAGE_SIZE as u64 / 2;
-        if max_input_size > limit {
-            return Err(ConfigError(format!("max-input-size must be at most {}", Size(limit))));
+        let max_message_size = self.max_message_size.unwrap_or(Size::mib(256)).bytes();
+        let ceiling = wasmgrid_proto::MAX_MESSAGE_SIZE as u64;
+        if !(Size::mib(4).bytes()..=ceiling).contains(&max_message_size) {
+            return Err(ConfigError(format!("max-message-size must be between 4MiB and {}", Size(ceiling))));
+        }
+        if max_input_size > max_message_size / 2 {
+            return Err(ConfigError(format!(
+                "max-input-size must be at most half of max-message-size ({})",
+                Size(max_message_size / 2)
+            )));
         }
         let default_memory = self.default_memory.unwrap_or(Size::mib(128)).bytes();
         if default_memory == 0 {
@@ -252,6 +263,7 @@ impl MasterOptions {
             log_format: self.log_format.unwrap_or_default(),
             max_module_size,
             max_input_size,
+            max_message_size: usize::try_from(max_message_size).unwrap_or(usize::MAX),
             max_batch_size: self.max_batch_size.unwrap_or(10_000).max(1) as usize,
             max_pending_tasks: self.max_pending_tasks.unwrap_or(1_000_000).max(1),
             default_memory,
@@ -294,6 +306,7 @@ mod tests {
             log_format: Some(LogFormat::Text),
             max_module_size: Some(Size(1)),
             max_input_size: Some(Size(1)),
+            max_message_size: Some(Size(1)),
             max_batch_size: Some(1),
             max_pending_tasks: Some(1),
             default_memory: Some(Size(1)),

@@ -259,11 +259,14 @@ async fn serve_api(
     with_peer: bool,
     shutdown: CancellationToken,
 ) {
+    // What clients and executors send is bounded by max-message-size; answers may be larger
+    // (a listing, a module fetch) and are bounded by the client side.
+    let limit = node.config.max_message_size;
     let master = MasterServer::new(MasterService::new(node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_decoding_message_size(limit)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let gateway = ExecutorGatewayServer::new(GatewayService::new(node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_decoding_message_size(limit)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let router = server
         .add_service(InterceptedService::new(master, security.check_token()))
