@@ -55,7 +55,7 @@ demo:
 	target/debug/demo
 
 fuzz:
-	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) bash scripts/fuzz.sh
+	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) FUZZ_PROFILE=$(or $(FUZZ_PROFILE),release) bash scripts/fuzz.sh
 
 bench:
 	$(CARGO) build --release --bins
