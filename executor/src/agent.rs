@@ -3,8 +3,8 @@
 //! One stream at a time, to the leader: `Hello` (with every run this executor holds, so a new
 //! leader can reconcile), then assignments in, heartbeats and batched results out. Results
 //! stay in the outbox until the leader acknowledges them, and are sent again after any
-//! reconnect; assignments for a run already held are ignored, so nothing runs twice because
-//! a message was repeated.
+//! reconnect or when unacknowledged for `RESEND_AFTER`; assignments for a run already held
+//! are ignored, so nothing runs twice because a message was repeated.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,9 @@ use crate::masters::Masters;
 use crate::modules::{ModuleCache, ModuleError};
 use crate::runs::{RunKey, Runs};
 use crate::sandbox::{Job, Kind, Outcome, Sandbox};
+
+/// A result the leader has not acknowledged this long after it was sent is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
 
 /// What the agent shares with the status API.
 #[derive(Default)]
@@ -199,6 +202,11 @@ impl Agent {
                 }
                 _ = heartbeat.tick() => {
                     send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
+                    let overdue = self.runs.overdue(RESEND_AFTER);
+                    if !overdue.is_empty() {
+                        tracing::debug!(results = overdue.len(), "sending unacknowledged results again");
+                        send(&out, Out::Results(pb::TaskResults { results: overdue })).await?;
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use wasmgrid_proto as pb;
@@ -21,6 +22,8 @@ struct Inner {
     /// Runs this executor gave up, and why.
     abandoned: HashMap<RunKey, String>,
     outbox: BTreeMap<RunKey, pb::TaskResult>,
+    /// When each outbox entry was last sent.
+    sent: HashMap<RunKey, Instant>,
     /// Most runs at once so far (never more than the slots).
     peak: usize,
 }
@@ -76,6 +79,8 @@ impl Runs {
             stderr_truncated: o.stderr_truncated,
         };
         runs.outbox.insert(key, result);
+        // It goes out right away through the agent's finished channel.
+        runs.sent.insert(key, Instant::now());
     }
 
     pub fn cancel(&self, key: RunKey) -> bool {
@@ -114,6 +119,7 @@ impl Runs {
         let mut runs = self.lock();
         for key in keys {
             runs.outbox.remove(&key);
+            runs.sent.remove(&key);
         }
     }
 
@@ -141,10 +147,56 @@ impl Runs {
 
     /// Results waiting for an acknowledgement: all of them, or those of `keys`.
     pub fn results(&self, keys: Option<&[RunKey]>) -> Vec<pb::TaskResult> {
-        let runs = self.lock();
-        match keys {
+        let mut runs = self.lock();
+        let found: Vec<pb::TaskResult> = match keys {
             None => runs.outbox.values().cloned().collect(),
             Some(keys) => keys.iter().filter_map(|k| runs.outbox.get(k).cloned()).collect(),
+        };
+        let now = Instant::now();
+        for r in &found {
+            runs.sent.insert((r.task_id, r.attempt), now);
         }
+        found
+    }
+
+    /// Results sent longer than `after` ago and still not acknowledged (the leader lost
+    /// them, say, when a proposal timed out): to be sent again. Duplicates are harmless, the
+    /// leader applies a run's report once.
+    pub fn overdue(&self, after: Duration) -> Vec<pb::TaskResult> {
+        let now = Instant::now();
+        let keys: Vec<RunKey> = {
+            let runs = self.lock();
+            runs.outbox
+                .keys()
+                .filter(|k| runs.sent.get(k).is_none_or(|t| now.duration_since(*t) >= after))
+                .copied()
+                .collect()
+        };
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        self.results(Some(&keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unacknowledged_results_come_due_again_until_acked() {
+        let runs = Runs::default();
+        let key = (7, 1);
+        assert!(runs.hold(key).is_some());
+        runs.finish(key, Outcome::default());
+        // Just finished: it is on its way, not overdue.
+        assert!(runs.overdue(Duration::from_secs(3600)).is_empty());
+        let again = runs.overdue(Duration::ZERO);
+        assert_eq!(again.iter().map(|r| (r.task_id, r.attempt)).collect::<Vec<_>>(), vec![key]);
+        // A repeated assignment of a run whose result waits is not run twice.
+        assert!(runs.hold(key).is_none());
+        runs.ack([key]);
+        assert!(runs.overdue(Duration::ZERO).is_empty());
+        assert_eq!(runs.outbox_len(), 0);
     }
 }
