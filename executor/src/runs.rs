@@ -21,9 +21,8 @@ struct Inner {
     running: HashMap<RunKey, CancellationToken>,
     /// Runs this executor gave up, and why.
     abandoned: HashMap<RunKey, String>,
-    outbox: BTreeMap<RunKey, pb::TaskResult>,
-    /// When each outbox entry was last sent.
-    sent: HashMap<RunKey, Instant>,
+    /// Each result with when it was last sent.
+    outbox: BTreeMap<RunKey, (pb::TaskResult, Instant)>,
     /// Most runs at once so far (never more than the slots).
     peak: usize,
 }
@@ -78,9 +77,8 @@ impl Runs {
             stderr: o.stderr,
             stderr_truncated: o.stderr_truncated,
         };
-        runs.outbox.insert(key, result);
         // It goes out right away through the agent's finished channel.
-        runs.sent.insert(key, Instant::now());
+        runs.outbox.insert(key, (result, Instant::now()));
     }
 
     pub fn cancel(&self, key: RunKey) -> bool {
@@ -119,7 +117,6 @@ impl Runs {
         let mut runs = self.lock();
         for key in keys {
             runs.outbox.remove(&key);
-            runs.sent.remove(&key);
         }
     }
 
@@ -148,15 +145,11 @@ impl Runs {
     /// Results waiting for an acknowledgement: all of them, or those of `keys`.
     pub fn results(&self, keys: Option<&[RunKey]>) -> Vec<pb::TaskResult> {
         let mut runs = self.lock();
-        let found: Vec<pb::TaskResult> = match keys {
-            None => runs.outbox.values().cloned().collect(),
-            Some(keys) => keys.iter().filter_map(|k| runs.outbox.get(k).cloned()).collect(),
+        let keys: Vec<RunKey> = match keys {
+            None => runs.outbox.keys().copied().collect(),
+            Some(keys) => keys.to_vec(),
         };
-        let now = Instant::now();
-        for r in &found {
-            runs.sent.insert((r.task_id, r.attempt), now);
-        }
-        found
+        Self::take_for_sending(&mut runs, &keys)
     }
 
     /// Results sent longer than `after` ago and still not acknowledged (the leader lost
@@ -164,18 +157,22 @@ impl Runs {
     /// leader applies a run's report once.
     pub fn overdue(&self, after: Duration) -> Vec<pb::TaskResult> {
         let now = Instant::now();
-        let keys: Vec<RunKey> = {
-            let runs = self.lock();
-            runs.outbox
-                .keys()
-                .filter(|k| runs.sent.get(k).is_none_or(|t| now.duration_since(*t) >= after))
-                .copied()
-                .collect()
-        };
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        self.results(Some(&keys))
+        let mut runs = self.lock();
+        let keys: Vec<RunKey> =
+            runs.outbox.iter().filter(|(_, (_, sent))| now.duration_since(*sent) >= after).map(|(k, _)| *k).collect();
+        Self::take_for_sending(&mut runs, &keys)
+    }
+
+    /// Copies of the results of `keys` still in the outbox, marked as sent now.
+    fn take_for_sending(runs: &mut Inner, keys: &[RunKey]) -> Vec<pb::TaskResult> {
+        let now = Instant::now();
+        keys.iter()
+            .filter_map(|k| {
+                let (result, sent) = runs.outbox.get_mut(k)?;
+                *sent = now;
+                Some(result.clone())
+            })
+            .collect()
     }
 }
 

@@ -79,16 +79,15 @@ pub fn read_token_file(path: &Path) -> Result<String, SecurityError> {
     if token.is_empty() {
         return Err(SecurityError::EmptyToken(path.to_path_buf()));
     }
-    check_token(token).map_err(|()| SecurityError::BadToken(path.to_path_buf()))?;
+    if !printable(token) {
+        return Err(SecurityError::BadToken(path.to_path_buf()));
+    }
     Ok(token.to_string())
 }
 
-fn check_token(token: &str) -> Result<(), ()> {
-    if token.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(())
-    } else {
-        Err(())
-    }
+/// A token travels in an HTTP header: printable ASCII, no spaces.
+fn printable(token: &str) -> bool {
+    token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl Security {
@@ -110,7 +109,9 @@ impl Security {
     pub fn with_token_fallback(mut self, token: Option<String>) -> Result<Self, SecurityError> {
         if self.token.is_none() {
             if let Some(t) = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
-                check_token(&t).map_err(|()| SecurityError::BadToken(PathBuf::from("WASMGRID_TOKEN")))?;
+                if !printable(&t) {
+                    return Err(SecurityError::BadToken(PathBuf::from("WASMGRID_TOKEN")));
+                }
                 self.token = Some(Arc::from(t));
             }
         }

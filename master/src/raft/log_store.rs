@@ -328,7 +328,7 @@ fn write_meta(shared: &Shared) -> Result<(), StorageError> {
     // find a commit index past the end of its durable log.
     let durable = *lock(&shared.durable);
     if meta.committed.is_some_and(|c| durable.is_none_or(|d| c.index > d.index)) {
-        meta.committed = durable.filter(|d| meta.committed.is_some_and(|c| d.index <= c.index));
+        meta.committed = durable;
     }
     let bytes = encode(&meta)?;
     let tmp = shared.dir.join("meta.tmp");

@@ -93,11 +93,14 @@ impl Segments {
         paths.sort();
         if let Some(purged) = purged {
             // A segment is wholly purged when the next one starts at or before purged + 1.
+            let before = paths.len();
             while paths.len() > 1 && paths[1].0 <= purged + 1 {
                 std::fs::remove_file(&paths[0].1)?;
                 paths.remove(0);
             }
-            sync_dir(dir)?;
+            if paths.len() < before {
+                sync_dir(dir)?;
+            }
         }
         let mut log =
             Self { dir: dir.to_path_buf(), segments: Vec::new(), locs: VecDeque::new(), first: 0, new_segment: false };
