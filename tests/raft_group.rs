@@ -46,6 +46,30 @@ async fn submits_survive_two_leader_kills_and_each_task_runs_once() {
         })
     };
 
+    // Meanwhile, until both kills are over, one task at a time through RunTask (trial runs:
+    // submit and result in one entry): every answered run must be stored once, with its output.
+    let kills_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let client = client.clone();
+        let module = module.clone();
+        let kills_over = kills_over.clone();
+        tokio::spawn(async move {
+            let mut answered = BTreeMap::new();
+            for i in 0.. {
+                if kills_over.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let input = format!("run number {i}");
+                let t = client.run(spec(&module, input.clone())).await.expect("run answered");
+                assert_eq!(t.state(), pb::TaskState::Succeeded, "run {i}: {:?}", t.error);
+                assert_eq!(t.output, reversed(&input));
+                answered.insert(t.id, input);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answered
+        })
+    };
+
     for round in 0..2 {
         while acknowledged.lock().unwrap().len() < (round + 1) * TASKS / 3 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -66,7 +90,11 @@ async fn submits_survive_two_leader_kills_and_each_task_runs_once() {
         assert!(writable < Duration::from_secs(10), "writes accepted only after {writable:?}");
         group.restart(old);
     }
+    kills_over.store(true, std::sync::atomic::Ordering::Relaxed);
     submitter.await.unwrap();
+    let ran: BTreeMap<u64, String> = runner.await.unwrap();
+    println!("{} runs answered across the failovers", ran.len());
+    assert!(ran.len() >= 20, "only {} runs", ran.len());
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert_eq!(acknowledged.len(), TASKS);
@@ -83,13 +111,17 @@ async fn submits_survive_two_leader_kills_and_each_task_runs_once() {
         assert_eq!(t.state(), pb::TaskState::Succeeded, "task {id}: {:?}", t.error);
         assert_eq!(t.output, reversed(input), "task {id}");
     }
-    // Every task exactly once: the acknowledged ones plus the two probes, no duplicates.
+    // Every task exactly once: the acknowledged ones, the runs and the two probes.
     let listed = client.list(None, None).await.unwrap();
     let unique: HashSet<u64> = listed.iter().map(|t| t.id).collect();
     assert_eq!(unique.len(), listed.len(), "a task is listed twice");
-    assert_eq!(listed.len(), TASKS + 2);
+    assert_eq!(listed.len(), TASKS + ran.len() + 2, "two runs answered with the same task, or a run was stored twice");
     for id in &ids {
         assert!(unique.contains(id));
+    }
+    for (id, input) in &ran {
+        let t = listed.iter().find(|t| t.id == *id).expect("an answered run is stored");
+        assert_eq!((t.state(), t.output.clone()), (pb::TaskState::Succeeded, reversed(input)), "run {id}");
     }
 }
 

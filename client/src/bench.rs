@@ -71,8 +71,7 @@ async fn run_sync(
     let mut failed = 0;
     for i in 0..tasks {
         let t0 = Instant::now();
-        let id = client.submit(vec![spec.clone()]).await?[0];
-        let t = client.wait_one(id).await?;
+        let t = client.run(spec.clone()).await?;
         latencies.push(t0.elapsed());
         if t.state() != pb::TaskState::Succeeded {
             failed += 1;

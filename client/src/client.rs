@@ -221,6 +221,18 @@ impl Client {
         .await
     }
 
+    /// Submits one task and returns its final record, in one call: when an executor is free
+    /// the master runs the task before writing it down, and writes its submit and result
+    /// together. Safe to retry (the request id makes a repeat return the first task).
+    pub async fn run(&self, task: TaskSpec) -> Result<pb::Task, ClientError> {
+        let request = pb::RunTaskRequest { task: Some(task), request_id: rand::random::<[u8; 16]>().to_vec() };
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.run_task(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
     pub async fn get(&self, id: u64) -> Result<pb::Task, ClientError> {
         self.call(|mut c| async move { c.get_task(pb::GetTaskRequest { id }).await.map(|r| r.into_inner()) }).await
     }

@@ -20,7 +20,7 @@ use wasmgrid_proto::master_message::Kind as In;
 
 use crate::masters::Masters;
 use crate::modules::{ModuleCache, ModuleError};
-use crate::runs::{RunKey, Runs};
+use crate::runs::{self, RunKey, Runs};
 use crate::sandbox::{Job, Kind, Outcome, Sandbox};
 
 /// A result the leader has not acknowledged this long after it was sent is sent again.
@@ -223,6 +223,11 @@ impl Agent {
                     self.start(task);
                 }
             }
+            In::Trial(a) => {
+                for task in a.tasks {
+                    self.trial(task);
+                }
+            }
             In::Cancel(c) => {
                 for r in c.tasks {
                     if self.runs.cancel((r.task_id, r.attempt)) {
@@ -260,6 +265,26 @@ impl Agent {
         });
     }
 
+    /// Runs a trial (a task the leader has not written down yet) at once if a slot is free,
+    /// else answers `executor_lost` at once. Its result goes back once and is not kept: if it
+    /// is lost, the leader runs the task the ordinary way.
+    fn trial(self: &Arc<Self>, a: pb::Assignment) {
+        let permit = match self.draining.load(Ordering::Relaxed) {
+            true => None,
+            false => self.permits.clone().try_acquire_owned().ok(),
+        };
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let key = (a.task_id, a.attempt);
+            let outcome = match permit {
+                Some(_permit) => agent.execute_counted(a, CancellationToken::new()).await,
+                None => failure(pb::FailureKind::ExecutorLost, "no free slot for a trial run".into()),
+            };
+            let results = pb::TaskResults { results: vec![runs::task_result(key, outcome)] };
+            agent.send_now(Out::TrialResults(results)).await;
+        });
+    }
+
     async fn execute(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return failure(pb::FailureKind::ExecutorLost, "the executor is shutting down".into());
@@ -267,6 +292,11 @@ impl Agent {
         if cancel.is_cancelled() {
             return failure(pb::FailureKind::Cancelled, "cancelled before it started".into());
         }
+        self.execute_counted(a, cancel).await
+    }
+
+    /// Runs `a` on a slot already taken, counting it as busy meanwhile.
+    async fn execute_counted(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
         let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
         self.runs.note_busy(busy);
         let outcome = self.execute_with_slot(a, cancel).await;

@@ -62,21 +62,11 @@ impl Runs {
     pub fn finish(&self, key: RunKey, o: Outcome) {
         let mut runs = self.lock();
         runs.running.remove(&key);
-        let failure = match runs.abandoned.remove(&key) {
-            Some(why) => Some(pb::Failure { kind: pb::FailureKind::ExecutorLost.into(), message: why }),
-            None => o.failure.map(|(kind, message)| pb::Failure { kind: kind.into(), message }),
+        let o = match runs.abandoned.remove(&key) {
+            Some(why) => Outcome { failure: Some((pb::FailureKind::ExecutorLost, why)), ..o },
+            None => o,
         };
-        let result = pb::TaskResult {
-            task_id: key.0,
-            attempt: key.1,
-            failure,
-            output: o.output,
-            fuel_consumed: o.fuel_consumed,
-            duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
-            exit_code: o.exit_code,
-            stderr: o.stderr,
-            stderr_truncated: o.stderr_truncated,
-        };
+        let result = task_result(key, o);
         // It goes out right away through the agent's finished channel.
         runs.outbox.insert(key, (result, Instant::now()));
     }
@@ -173,6 +163,21 @@ impl Runs {
                 Some(result.clone())
             })
             .collect()
+    }
+}
+
+/// The message reporting run `key`'s outcome.
+pub fn task_result(key: RunKey, o: Outcome) -> pb::TaskResult {
+    pb::TaskResult {
+        task_id: key.0,
+        attempt: key.1,
+        failure: o.failure.map(|(kind, message)| pb::Failure { kind: kind.into(), message }),
+        output: o.output,
+        fuel_consumed: o.fuel_consumed,
+        duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
+        exit_code: o.exit_code,
+        stderr: o.stderr,
+        stderr_truncated: o.stderr_truncated,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod storage;
+pub mod trials;
 pub mod validate;
 pub mod waiters;
 

@@ -16,6 +16,7 @@ use crate::proposer::{ProposeError, Proposer};
 use crate::raft::{Member, NodeId, Raft};
 use crate::replica::Replica;
 use crate::state::{Command, Response};
+use crate::trials::Trials;
 
 pub type Metrics = RaftMetrics<NodeId, Member>;
 
@@ -26,6 +27,7 @@ pub struct Node {
     pub replica: Arc<Replica>,
     pub proposer: Proposer,
     pub peers: Peers,
+    pub trials: Trials,
     metrics: watch::Receiver<Metrics>,
     /// When this master last became leader (leases of executors count from then at most).
     leader_since: Mutex<Option<Instant>>,
@@ -44,6 +46,7 @@ impl Node {
             replica,
             proposer,
             peers: Peers::new(security),
+            trials: Trials::default(),
             metrics,
             leader_since: Mutex::new(None),
             heard_from: Mutex::default(),

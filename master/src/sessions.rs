@@ -113,11 +113,17 @@ impl Sessions {
         self.seen().get(name).copied()
     }
 
-    pub fn send(&self, name: &str, msg: pb::MasterMessage) {
+    /// True while `name` has an open stream.
+    pub fn is_connected(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// Queues `msg` for `name`; false if it has no open stream (or lost it just now).
+    pub fn send(&self, name: &str, msg: pb::MasterMessage) -> bool {
         let mut map = self.lock();
         let failed = match map.get(name) {
             Some(s) => s.tx.try_send(Ok(msg)).is_err(),
-            None => false,
+            None => return false,
         };
         if failed {
             tracing::warn!(executor = name, "executor stream is full or closed; dropping its session");
@@ -126,6 +132,7 @@ impl Sessions {
                 seen.connected = false;
             }
         }
+        !failed
     }
 
     /// Sends what an applied batch asks of executors, one message per kind and executor.

@@ -191,16 +191,16 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         args: args.args,
         env,
     };
-    let ids = client.submit(vec![spec]).await?;
-    let id = *ids.first().context("the master returned no task id")?;
     if !args.wait {
+        let ids = client.submit(vec![spec]).await?;
+        let id = *ids.first().context("the master returned no task id")?;
         match output {
             Output::Json => print_json(&task_json(&client.get(id).await?)),
             Output::Text => println!("{id}"),
         }
         return Ok(0);
     }
-    let t = client.wait_one(id).await?;
+    let t = client.run(spec).await?;
     match output {
         Output::Json => print_json(&task_json(&t)),
         Output::Text => print_outcome(&t)?,

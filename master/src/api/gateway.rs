@@ -132,6 +132,11 @@ async fn serve(
                         let reports = results.results.into_iter().map(|r| convert::report(&name, r)).collect();
                         node.proposer.propose_detached(Command::Finish(reports));
                     }
+                    Kind::TrialResults(results) => {
+                        for r in results.results {
+                            node.trials.complete(&name, r);
+                        }
+                    }
                     Kind::Draining(_) => {
                         tracing::info!(executor = %name, "executor is draining");
                         node.proposer.propose_detached(Command::Drain(name.clone()));
@@ -157,6 +162,7 @@ async fn serve(
             break;
         }
     }
+    node.trials.executor_gone(&name);
     if node.replica.sessions.close(&name, session) && node.is_leader() {
         // No new tasks go there until it is back; its running ones wait out its lease.
         node.proposer.propose_detached(Command::Disconnected { name: name.clone(), incarnation: hello.incarnation });

@@ -49,6 +49,10 @@ impl Master for MasterService {
         Ok(Response::new(tasks::submit(&self.node, req.into_inner()).await?))
     }
 
+    async fn run_task(&self, req: Request<pb::RunTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        Ok(Response::new(tasks::run(self.node.clone(), req.into_inner()).await?))
+    }
+
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
         Ok(Response::new(tasks::get(&self.node, req.into_inner().id)?))
     }

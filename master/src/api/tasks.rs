@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -11,13 +12,19 @@ use wasmgrid_proto as pb;
 use crate::convert;
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::state::{Command, Limits, NewTask, Refusal, Response, TaskId, TaskSpec};
+use crate::sessions::message;
+use crate::state::{
+    Command, Dispatch, FailureKind, Limits, NewTask, Refusal, Report, RequestId, Response, TaskId, TaskSpec,
+};
+use crate::trials::TRIAL_BUDGET;
 
 /// Tasks in one `ListTasks` page when the client does not say.
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
 /// Output bytes in one `ListTasks` page, roughly.
 const PAGE_BYTES: usize = 32 * 1024 * 1024;
+/// How long a trial may take on top of its budget: fetching and compiling its module.
+const TRIAL_SETUP: Duration = Duration::from_secs(30);
 
 pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::SubmitTasksResponse, ApiError> {
     node.ensure_leader()?;
@@ -32,15 +39,7 @@ pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::Subm
             cfg.max_batch_size
         )));
     }
-    let request_id = match req.request_id.len() {
-        0 => None,
-        16 => {
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&req.request_id);
-            Some(id)
-        }
-        n => return Err(ApiError::InvalidArgument(format!("request_id must be 16 bytes, not {n}"))),
-    };
+    let request_id = request_id(&req.request_id)?;
     let mut tasks = Vec::with_capacity(req.tasks.len());
     for spec in req.tasks {
         tasks.push(new_task(node, spec)?);
@@ -52,11 +51,104 @@ pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::Subm
         }
     }
     let max_pending = Some(node.config.max_pending_tasks);
-    match node.propose(Command::Submit { request_id, tasks, max_pending }).await? {
-        Response::Submitted(ids) => Ok(pb::SubmitTasksResponse { ids }),
+    let ids = submitted(node.propose(Command::Submit { request_id, tasks, max_pending }).await?)?;
+    Ok(pb::SubmitTasksResponse { ids })
+}
+
+fn request_id(bytes: &[u8]) -> Result<Option<RequestId>, ApiError> {
+    match bytes.len() {
+        0 => Ok(None),
+        16 => {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(bytes);
+            Ok(Some(id))
+        }
+        n => Err(ApiError::InvalidArgument(format!("request_id must be 16 bytes, not {n}"))),
+    }
+}
+
+/// The ids a submit (or a `Ran`) answered with, or why it was refused.
+fn submitted(response: Response) -> Result<Vec<TaskId>, ApiError> {
+    match response {
+        Response::Submitted(ids) => Ok(ids),
         Response::Refused(r @ Refusal::QueueFull { .. }) => Err(ApiError::ResourceExhausted(r.to_string())),
         Response::Refused(r) => Err(ApiError::FailedPrecondition(r.to_string())),
         Response::Done => Err(ApiError::Internal("submit answered without task ids".into())),
+    }
+}
+
+/// Submits one task and answers with its final record. When the queue is empty and an
+/// executor has a free slot, the task is run first (a trial, see `trials`) and then
+/// submitted and finished in one command; otherwise it is submitted and waited for.
+pub async fn run(node: Arc<Node>, req: pb::RunTaskRequest) -> Result<pb::Task, ApiError> {
+    node.ensure_leader()?;
+    let spec = req.task.ok_or_else(|| ApiError::InvalidArgument("no task to run".into()))?;
+    let request_id = request_id(&req.request_id)?;
+    let task = new_task(&node, spec)?;
+    let seen = {
+        let sm = node.replica.read();
+        if sm.module(&task.spec.module).is_none() {
+            return Err(ApiError::FailedPrecondition(Refusal::UnknownModule(task.spec.module.to_string()).to_string()));
+        }
+        request_id.is_some_and(|r| sm.request(&r).is_some())
+    };
+    let report = if seen { None } else { trial(&node, &task).await };
+    let command = match report {
+        Some(report) => Command::Ran { request_id, task, report: Box::new(report) },
+        None => Command::Submit { request_id, tasks: vec![task], max_pending: Some(node.config.max_pending_tasks) },
+    };
+    let ids = submitted(node.propose(command).await?)?;
+    let id = *ids.first().ok_or_else(|| ApiError::Internal("submit answered without a task id".into()))?;
+    let mut finished = wait(node, vec![id])?;
+    match finished.recv().await {
+        Some(Ok(t)) => Ok(t),
+        Some(Err(status)) => Err(ApiError::Unavailable(status.message().to_string())),
+        None => Err(ApiError::Unavailable("stopped waiting for the task".into())),
+    }
+}
+
+/// Runs `task` on a free slot before it is submitted; None when it cannot or should not be
+/// (the caller then submits it the ordinary way).
+async fn trial(node: &Node, task: &NewTask) -> Option<Report> {
+    let spec = &task.spec;
+    if node.trials.is_slow(&spec.module) {
+        return None;
+    }
+    let (executor, kind) = {
+        let sm = node.replica.read();
+        let executor = node.trials.pick(&sm, &node.replica.sessions, spec.limits.memory)?;
+        (executor, sm.module(&spec.module)?.kind)
+    };
+    let budget = u64::try_from(TRIAL_BUDGET.as_millis()).unwrap_or(u64::MAX);
+    let capped = spec.limits.timeout_ms > budget;
+    let mut trial = node.trials.begin(&executor);
+    let dispatch = Dispatch {
+        executor: executor.clone(),
+        task: trial.id,
+        attempt: 1,
+        module: spec.module,
+        kind,
+        limits: Limits { timeout_ms: spec.limits.timeout_ms.min(budget), ..spec.limits },
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+    };
+    let assignment = convert::assignment(&dispatch, task.input.clone());
+    let message = message(pb::master_message::Kind::Trial(pb::Assignments { tasks: vec![assignment] }));
+    if !node.replica.sessions.send(&executor, message) {
+        return None;
+    }
+    // Module fetch and compilation do not count against the run's timeout.
+    let result = tokio::time::timeout(TRIAL_BUDGET + TRIAL_SETUP, &mut trial.result).await.ok()?.ok()?;
+    let report = convert::report(&executor, result);
+    match &report.failure {
+        // No free slot after all, draining, or the module could not be fetched.
+        Some(f) if f.kind == FailureKind::ExecutorLost => None,
+        Some(f) if f.kind == FailureKind::Timeout && capped => {
+            tracing::debug!(module = %spec.module, "a trial ran out of budget; the module skips trials from now on");
+            node.trials.mark_slow(spec.module);
+            None
+        }
+        _ => Some(report),
     }
 }
 

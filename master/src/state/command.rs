@@ -79,6 +79,15 @@ pub enum Command {
     Forget {
         before_ms: i64,
     },
+    /// A task that already ran, on a trial run for a client waiting on it (`RunTask`): it is
+    /// submitted and finished in this one command, so its result costs one durable write.
+    /// A request id seen before answers with the first request's task, and the run is dropped.
+    Ran {
+        request_id: Option<RequestId>,
+        task: NewTask,
+        /// The run's outcome; its `task` and `attempt` are ignored (the task gets an id here).
+        report: Box<Report>,
+    },
 }
 
 /// What applying one command answers to its proposer.

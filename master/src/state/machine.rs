@@ -118,10 +118,12 @@ impl StateMachine {
             Command::Submit { request_id, tasks, max_pending } => self.submit(request_id, tasks, max_pending, now, fx),
             Command::Finish(reports) => {
                 for r in reports {
+                    fx.acks.push((r.executor.clone(), RunRef { task: r.task, attempt: r.attempt }));
                     self.finish(r, now, fx);
                 }
                 Response::Done
             }
+            Command::Ran { request_id, task, report } => self.ran(request_id, task, *report, now, fx),
             Command::Cancel(id) => match self.cancel(id, now, fx) {
                 Ok(()) => Response::Done,
                 Err(refusal) => Response::Refused(refusal),
@@ -248,9 +250,30 @@ impl StateMachine {
         Response::Submitted(ids)
     }
 
+    /// Submits `task` as already run on `r.executor` (attempt 1), then finishes it with `r`.
+    fn ran(&mut self, request_id: Option<RequestId>, task: NewTask, r: Report, now: i64, fx: &mut Effects) -> Response {
+        if let Some(ids) = request_id.and_then(|id| self.requests.get(&id)) {
+            return Response::Submitted(ids.clone());
+        }
+        let response = self.submit(request_id, vec![task], None, now, fx);
+        let Response::Submitted(ids) = &response else {
+            return response;
+        };
+        let Some(t) = ids.first().and_then(|id| self.live.get_mut(id)) else {
+            return response;
+        };
+        let id = t.id;
+        self.queue.remove(&(Reverse(t.spec.priority), id));
+        t.state = TaskState::Running;
+        t.attempts = 1;
+        t.executor = Some(r.executor.clone());
+        t.started_at_ms = now.saturating_sub(i64::try_from(r.duration_ms).unwrap_or(i64::MAX));
+        self.finish(Report { task: id, attempt: 1, ..r }, now, fx);
+        response
+    }
+
+    /// Applies a run's report, unless it is late or a duplicate.
     fn finish(&mut self, r: Report, now: i64, fx: &mut Effects) {
-        let run = RunRef { task: r.task, attempt: r.attempt };
-        fx.acks.push((r.executor.clone(), run));
         let current = self.live.get(&r.task).is_some_and(|t| {
             t.state == TaskState::Running && t.attempts == r.attempt && t.executor.as_deref() == Some(&r.executor)
         });
@@ -417,6 +440,11 @@ impl StateMachine {
 
     pub fn live_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
         self.live.values()
+    }
+
+    /// The tasks a request id submitted, while it is remembered.
+    pub fn request(&self, id: &RequestId) -> Option<&[TaskId]> {
+        self.requests.get(id).map(Vec::as_slice)
     }
 
     pub fn pending_count(&self) -> usize {

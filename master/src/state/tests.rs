@@ -371,3 +371,52 @@ fn an_overdue_run_is_expired_as_a_timeout_once() {
     let (_, fx) = w.apply(vec![Command::Expire { task: ids[0], attempt: 1 }]);
     assert!(fx.finished.is_empty());
 }
+
+fn ran(request_id: Option<RequestId>, executor: &str, failure: Option<Failure>) -> Command {
+    let report = Report {
+        task: 0,
+        attempt: 0,
+        executor: executor.into(),
+        failure,
+        output: TaskOutput { output: b"out".to_vec(), stderr: b"err".to_vec() },
+        fuel_consumed: 7,
+        duration_ms: 3,
+        exit_code: Some(0),
+        stderr_truncated: false,
+    };
+    Command::Ran { request_id, task: NewTask { spec: spec(1, 0), input: b"in".to_vec() }, report: Box::new(report) }
+}
+
+#[test]
+fn a_task_that_ran_is_submitted_and_finished_at_once() {
+    let mut w = World::new();
+    w.register("e1", 2, 1024, 1);
+    let (r, fx) = w.apply(vec![ran(Some([1; 16]), "e1", None)]);
+    assert_eq!(r, vec![Response::Submitted(vec![1])]);
+    assert_eq!(fx.inputs, vec![(1, b"in".to_vec())]);
+    assert_eq!(fx.outputs, vec![(1, TaskOutput { output: b"out".to_vec(), stderr: b"err".to_vec() })]);
+    let t = &fx.finished[0];
+    assert_eq!((t.id, t.state, t.attempts, t.executor.as_deref()), (1, TaskState::Succeeded, 1, Some("e1")));
+    assert_eq!((t.fuel_consumed, t.exit_code, t.started_at_ms), (7, Some(0), t.finished_at_ms - 3));
+    assert!(fx.dispatch.is_empty() && fx.acks.is_empty());
+    assert_eq!((w.sm.pending_count(), w.sm.running_count()), (0, 0));
+    assert_eq!(w.sm.executor("e1").unwrap().free_slots(), 2);
+
+    // The same request again (a client retrying) answers with the first task; nothing runs.
+    let (r, fx) = w.apply(vec![ran(Some([1; 16]), "e1", None)]);
+    assert_eq!(r, vec![Response::Submitted(vec![1])]);
+    assert!(fx.finished.is_empty() && fx.inputs.is_empty());
+    assert_eq!(w.sm.next_task_id(), 2);
+}
+
+#[test]
+fn a_trial_the_executor_lost_is_queued_like_a_submit() {
+    let mut w = World::new();
+    w.register("e1", 2, 1024, 1);
+    let lost = Failure::new(FailureKind::ExecutorLost, "gone");
+    let (r, fx) = w.apply(vec![ran(None, "e1", Some(lost))]);
+    assert_eq!(r, vec![Response::Submitted(vec![1])]);
+    assert!(fx.finished.is_empty());
+    assert_eq!(fx.dispatch.len(), 1, "placed again at once");
+    assert_eq!(w.sm.live_task(1).map(|t| (t.state, t.attempts)), Some((TaskState::Running, 2)));
+}

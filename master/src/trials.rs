@@ -1,0 +1,130 @@
+//! Trial runs, on the leader. A task a client waits on (`RunTask`) is first run on a free
+//! executor slot before anything is written, then submitted and finished in one command
+//! (`Command::Ran`): its round trip holds one durable write instead of two (the submit's and
+//! the result's). Nothing here is replicated. Whatever goes wrong (no free slot, the
+//! executor goes away, the run outlasts [`TRIAL_BUDGET`]) falls back to the ordinary submit,
+//! so a trial only ever costs a repeated run, never a lost task.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use wasmgrid_common::Digest;
+use wasmgrid_proto as pb;
+
+use crate::sessions::Sessions;
+use crate::state::StateMachine;
+
+/// Longest a trial may run. A task that needs longer is run again the ordinary way (and its
+/// module skips trials from then on), so the waste is bounded by this.
+pub const TRIAL_BUDGET: Duration = Duration::from_millis(250);
+
+/// Modules remembered as too slow for trials, at most; the set starts over when full.
+const MAX_SLOW_MODULES: usize = 10_000;
+
+#[derive(Default)]
+pub struct Trials {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    /// Trials waiting for their result: id → (executor, where the result goes).
+    waiting: HashMap<u64, (String, oneshot::Sender<pb::TaskResult>)>,
+    /// Trials running on each executor: slots the replicated state does not count.
+    per_executor: HashMap<String, u32>,
+    /// Modules whose trial ran out of budget.
+    slow: HashSet<Digest>,
+}
+
+impl Inner {
+    fn remove(&mut self, id: u64) -> Option<(String, oneshot::Sender<pb::TaskResult>)> {
+        let (executor, tx) = self.waiting.remove(&id)?;
+        if let Some(n) = self.per_executor.get_mut(&executor) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_executor.remove(&executor);
+            }
+        }
+        Some((executor, tx))
+    }
+}
+
+/// A trial in flight; dropping it (the client went away, the wait timed out) forgets it.
+pub struct Trial<'a> {
+    trials: &'a Trials,
+    pub id: u64,
+    pub result: oneshot::Receiver<pb::TaskResult>,
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        self.trials.lock().remove(self.id);
+    }
+}
+
+impl Trials {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The executor a trial of a task needing `memory` should go to: a connected, alive one
+    /// with a slot free of tasks and trials, the freest first. None while tasks are pending:
+    /// a trial must not overtake the queue.
+    pub fn pick(&self, sm: &StateMachine, sessions: &Sessions, memory: u64) -> Option<String> {
+        if sm.pending_count() > 0 {
+            return None;
+        }
+        let inner = self.lock();
+        sm.executors()
+            .filter(|e| e.fits_now(memory) && sessions.is_connected(&e.name))
+            .map(|e| (e.free_slots().saturating_sub(inner.per_executor.get(&e.name).copied().unwrap_or(0)), e))
+            .filter(|(free, _)| *free > 0)
+            .max_by_key(|(free, _)| *free)
+            .map(|(_, e)| e.name.clone())
+    }
+
+    /// Starts waiting for a trial on `executor`.
+    pub fn begin(&self, executor: &str) -> Trial<'_> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.waiting.insert(id, (executor.to_string(), tx));
+        *inner.per_executor.entry(executor.to_string()).or_default() += 1;
+        Trial { trials: self, id, result: rx }
+    }
+
+    /// Hands a trial's result to its waiter (if it is still waiting, and `executor` ran it).
+    pub fn complete(&self, executor: &str, result: pb::TaskResult) {
+        let mut inner = self.lock();
+        if inner.waiting.get(&result.task_id).is_some_and(|(e, _)| e == executor) {
+            if let Some((_, tx)) = inner.remove(result.task_id) {
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// The stream of `executor` closed: its trials will not report, so stop waiting for them.
+    pub fn executor_gone(&self, executor: &str) {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner.waiting.iter().filter(|(_, (e, _))| e == executor).map(|(id, _)| *id).collect();
+        for id in ids {
+            inner.remove(id);
+        }
+    }
+
+    pub fn is_slow(&self, module: &Digest) -> bool {
+        self.lock().slow.contains(module)
+    }
+
+    pub fn mark_slow(&self, module: Digest) {
+        let mut inner = self.lock();
+        if inner.slow.len() >= MAX_SLOW_MODULES {
+            inner.slow.clear();
+        }
+        inner.slow.insert(module);
+    }
+}
