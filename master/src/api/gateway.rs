@@ -162,8 +162,12 @@ async fn serve(
             break;
         }
     }
-    node.trials.executor_gone(&name);
-    if node.replica.sessions.close(&name, session) && node.is_leader() {
+    let current = node.replica.sessions.close(&name, session);
+    if current {
+        // Its trials will not report (a newer session's trials are not ours to drop).
+        node.trials.executor_gone(&name);
+    }
+    if current && node.is_leader() {
         // No new tasks go there until it is back; its running ones wait out its lease.
         node.proposer.propose_detached(Command::Disconnected { name: name.clone(), incarnation: hello.incarnation });
     }
