@@ -13,12 +13,17 @@ use tokio::sync::oneshot;
 use wasmgrid_common::Digest;
 use wasmgrid_proto as pb;
 
-use crate::sessions::Sessions;
-use crate::state::StateMachine;
+use crate::convert;
+use crate::node::Node;
+use crate::sessions::{message, Sessions};
+use crate::state::{Dispatch, FailureKind, Limits, NewTask, Report, StateMachine};
 
 /// Longest a trial may run. A task that needs longer is run again the ordinary way (and its
 /// module skips trials from then on), so the waste is bounded by this.
 pub const TRIAL_BUDGET: Duration = Duration::from_millis(250);
+
+/// How long a trial may take on top of its budget: fetching and compiling its module.
+const TRIAL_SETUP: Duration = Duration::from_secs(30);
 
 /// Modules remembered as too slow for trials, at most; the set starts over when full.
 const MAX_SLOW_MODULES: usize = 10_000;
@@ -126,5 +131,50 @@ impl Trials {
             inner.slow.clear();
         }
         inner.slow.insert(module);
+    }
+}
+
+/// Runs `task` on a free slot before it is submitted; None when it cannot or should not be
+/// (the caller then submits it the ordinary way).
+pub async fn run(node: &Node, task: &NewTask) -> Option<Report> {
+    let spec = &task.spec;
+    if node.trials.is_slow(&spec.module) {
+        return None;
+    }
+    let (executor, kind) = {
+        let sm = node.replica.read();
+        let executor = node.trials.pick(&sm, &node.replica.sessions, spec.limits.memory)?;
+        (executor, sm.module(&spec.module)?.kind)
+    };
+    let budget = u64::try_from(TRIAL_BUDGET.as_millis()).unwrap_or(u64::MAX);
+    let capped = spec.limits.timeout_ms > budget;
+    let mut trial = node.trials.begin(&executor);
+    let dispatch = Dispatch {
+        executor: executor.clone(),
+        task: trial.id,
+        attempt: 1,
+        module: spec.module,
+        kind,
+        limits: Limits { timeout_ms: spec.limits.timeout_ms.min(budget), ..spec.limits },
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+    };
+    let assignment = convert::assignment(&dispatch, task.input.clone());
+    let message = message(pb::master_message::Kind::Trial(pb::Assignments { tasks: vec![assignment] }));
+    if !node.replica.sessions.send(&executor, message) {
+        return None;
+    }
+    // Module fetch and compilation do not count against the run's timeout.
+    let result = tokio::time::timeout(TRIAL_BUDGET + TRIAL_SETUP, &mut trial.result).await.ok()?.ok()?;
+    let report = convert::report(&executor, result);
+    match &report.failure {
+        // No free slot after all, draining, or the module could not be fetched.
+        Some(f) if f.kind == FailureKind::ExecutorLost => None,
+        Some(f) if f.kind == FailureKind::Timeout && capped => {
+            tracing::debug!(module = %spec.module, "a trial ran out of budget; the module skips trials from now on");
+            node.trials.mark_slow(spec.module);
+            None
+        }
+        _ => Some(report),
     }
 }

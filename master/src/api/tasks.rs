@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -12,19 +11,14 @@ use wasmgrid_proto as pb;
 use crate::convert;
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::sessions::message;
-use crate::state::{
-    Command, Dispatch, FailureKind, Limits, NewTask, Refusal, Report, RequestId, Response, TaskId, TaskSpec,
-};
-use crate::trials::TRIAL_BUDGET;
+use crate::state::{Command, Limits, NewTask, Refusal, RequestId, Response, TaskId, TaskSpec};
+use crate::trials;
 
 /// Tasks in one `ListTasks` page when the client does not say.
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
 /// Output bytes in one `ListTasks` page, roughly.
 const PAGE_BYTES: usize = 32 * 1024 * 1024;
-/// How long a trial may take on top of its budget: fetching and compiling its module.
-const TRIAL_SETUP: Duration = Duration::from_secs(30);
 
 pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::SubmitTasksResponse, ApiError> {
     node.ensure_leader()?;
@@ -92,7 +86,7 @@ pub async fn run(node: Arc<Node>, req: pb::RunTaskRequest) -> Result<pb::Task, A
         }
         request_id.is_some_and(|r| sm.request(&r).is_some())
     };
-    let report = if seen { None } else { trial(&node, &task).await };
+    let report = if seen { None } else { trials::run(&node, &task).await };
     let command = match report {
         Some(report) => Command::Ran { request_id, task, report: Box::new(report) },
         None => Command::Submit { request_id, tasks: vec![task], max_pending: Some(node.config.max_pending_tasks) },
@@ -104,51 +98,6 @@ pub async fn run(node: Arc<Node>, req: pb::RunTaskRequest) -> Result<pb::Task, A
         Some(Ok(t)) => Ok(t),
         Some(Err(status)) => Err(ApiError::Unavailable(status.message().to_string())),
         None => Err(ApiError::Unavailable("stopped waiting for the task".into())),
-    }
-}
-
-/// Runs `task` on a free slot before it is submitted; None when it cannot or should not be
-/// (the caller then submits it the ordinary way).
-async fn trial(node: &Node, task: &NewTask) -> Option<Report> {
-    let spec = &task.spec;
-    if node.trials.is_slow(&spec.module) {
-        return None;
-    }
-    let (executor, kind) = {
-        let sm = node.replica.read();
-        let executor = node.trials.pick(&sm, &node.replica.sessions, spec.limits.memory)?;
-        (executor, sm.module(&spec.module)?.kind)
-    };
-    let budget = u64::try_from(TRIAL_BUDGET.as_millis()).unwrap_or(u64::MAX);
-    let capped = spec.limits.timeout_ms > budget;
-    let mut trial = node.trials.begin(&executor);
-    let dispatch = Dispatch {
-        executor: executor.clone(),
-        task: trial.id,
-        attempt: 1,
-        module: spec.module,
-        kind,
-        limits: Limits { timeout_ms: spec.limits.timeout_ms.min(budget), ..spec.limits },
-        args: spec.args.clone(),
-        env: spec.env.clone(),
-    };
-    let assignment = convert::assignment(&dispatch, task.input.clone());
-    let message = message(pb::master_message::Kind::Trial(pb::Assignments { tasks: vec![assignment] }));
-    if !node.replica.sessions.send(&executor, message) {
-        return None;
-    }
-    // Module fetch and compilation do not count against the run's timeout.
-    let result = tokio::time::timeout(TRIAL_BUDGET + TRIAL_SETUP, &mut trial.result).await.ok()?.ok()?;
-    let report = convert::report(&executor, result);
-    match &report.failure {
-        // No free slot after all, draining, or the module could not be fetched.
-        Some(f) if f.kind == FailureKind::ExecutorLost => None,
-        Some(f) if f.kind == FailureKind::Timeout && capped => {
-            tracing::debug!(module = %spec.module, "a trial ran out of budget; the module skips trials from now on");
-            node.trials.mark_slow(spec.module);
-            None
-        }
-        _ => Some(report),
     }
 }
 
