@@ -28,9 +28,16 @@ const TRIAL_SETUP: Duration = Duration::from_secs(30);
 /// Modules remembered as too slow for trials, at most; the set starts over when full.
 const MAX_SLOW_MODULES: usize = 10_000;
 
-#[derive(Default)]
 pub struct Trials {
     inner: Mutex<Inner>,
+}
+
+impl Default for Trials {
+    /// Ids start at a random point: an executor reports a trial to whichever leader its
+    /// stream goes to, and a new leader's trials must not take the ids of an old one's.
+    fn default() -> Self {
+        Self { inner: Mutex::new(Inner { next_id: rand::random::<u64>() >> 1, ..Inner::default() }) }
+    }
 }
 
 #[derive(Default)]
@@ -95,7 +102,7 @@ impl Trials {
     pub fn begin(&self, executor: &str) -> Trial<'_> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
-        inner.next_id += 1;
+        inner.next_id = inner.next_id.wrapping_add(1);
         let id = inner.next_id;
         inner.waiting.insert(id, (executor.to_string(), tx));
         *inner.per_executor.entry(executor.to_string()).or_default() += 1;
@@ -176,5 +183,40 @@ pub async fn run(node: &Node, task: &NewTask) -> Option<Report> {
             None
         }
         _ => Some(report),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: u64) -> pb::TaskResult {
+        pb::TaskResult { task_id: id, output: b"out".to_vec(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_result_reaches_only_the_trial_it_names_from_the_executor_that_ran_it() {
+        let trials = Trials::default();
+        let mut a = trials.begin("e1");
+        let mut b = trials.begin("e2");
+        trials.complete("e2", result(a.id)); // wrong executor
+        trials.complete("e1", result(a.id.wrapping_add(100))); // unknown id
+        assert!(a.result.try_recv().is_err());
+        trials.complete("e1", result(a.id));
+        assert_eq!(a.result.try_recv().unwrap().output, b"out");
+        trials.executor_gone("e2");
+        assert!(matches!(b.result.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
+        assert!(trials.lock().per_executor.is_empty());
+    }
+
+    #[test]
+    fn a_dropped_trial_frees_its_slot_and_leaders_do_not_share_ids() {
+        let trials = Trials::default();
+        let t = trials.begin("e1");
+        assert_eq!(trials.lock().per_executor.get("e1"), Some(&1));
+        drop(t);
+        assert!(trials.lock().per_executor.is_empty() && trials.lock().waiting.is_empty());
+        let other = Trials::default();
+        assert_ne!(trials.begin("e1").id, other.begin("e1").id);
     }
 }
