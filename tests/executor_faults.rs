@@ -188,3 +188,36 @@ async fn sigterm_on_the_leader_hands_over_to_a_follower() {
     println!("SIGTERM on the leader to the next acknowledged write: {took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_whose_executor_dies_mid_trial_is_submitted_and_runs_elsewhere() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 1);
+    group.start_executor("e2", 1);
+    let client = Arc::new(group.client());
+    let sleeper = upload(&client, &guests::sleeper(200)).await;
+    wait_until("both executors registered", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().executors.len() == 2
+    })
+    .await;
+    // Warm up: the module is compiled where trials go, so the next trial is mid-sleep soon.
+    for _ in 0..2 {
+        assert_eq!(client.run(spec(&sleeper)).await.unwrap().output, b"slept");
+    }
+    let run = {
+        let client = client.clone();
+        let sleeper = sleeper.clone();
+        tokio::spawn(async move { client.run(spec(&sleeper)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    group.executors[0].kill();
+    group.executors[1].kill();
+    group.start_executor("e3", 1);
+
+    let t = tokio::time::timeout(Duration::from_secs(30), run).await.expect("the run is answered").unwrap().unwrap();
+    assert_eq!((t.state(), t.output.as_slice(), t.executor.as_str()), (pb::TaskState::Succeeded, &b"slept"[..], "e3"));
+    assert_eq!(client.list(None, None).await.unwrap().len(), 3, "one task per run");
+    // The path under test was taken: the leader saw the trial's executor go.
+    let log = std::fs::read_to_string(group.dir.path().join("m0.log")).unwrap();
+    assert!(log.contains("a trial got no result"), "the run was not a trial when its executor died");
+}

@@ -172,7 +172,10 @@ pub async fn run(node: &Node, task: &NewTask) -> Option<Report> {
         return None;
     }
     // Module fetch and compilation do not count against the run's timeout.
-    let result = tokio::time::timeout(TRIAL_BUDGET + TRIAL_SETUP, &mut trial.result).await.ok()?.ok()?;
+    let Ok(Ok(result)) = tokio::time::timeout(TRIAL_BUDGET + TRIAL_SETUP, &mut trial.result).await else {
+        tracing::info!(executor = %executor, "a trial got no result (its executor went away); submitting the task");
+        return None;
+    };
     let report = convert::report(&executor, result);
     match &report.failure {
         // No free slot after all, draining, or the module could not be fetched.
