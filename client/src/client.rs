@@ -142,13 +142,14 @@ impl Client {
     }
 
     /// Runs `call` against the leader, following redirects and retrying unavailable masters
-    /// until the deadline.
+    /// until the deadline, counted from the first failure (a call may rightly take long, as a
+    /// `RunTask` does while its task runs, and still deserves retries when it fails).
     async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(MasterClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let started = Instant::now();
+        let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(20);
         let mut tried = Vec::new();
         loop {
@@ -171,7 +172,7 @@ impl Client {
                 tried.push(addr.to_string());
             }
             self.redirect(&status);
-            if started.elapsed() > self.deadline {
+            if failing_since.get_or_insert_with(Instant::now).elapsed() > self.deadline {
                 return Err(ClientError::Unavailable { tried: tried.join(", "), last: self.explain(&status) });
             }
             // A named leader is tried at once; otherwise back off a little.
