@@ -195,7 +195,7 @@ async fn a_run_whose_executor_dies_mid_trial_is_submitted_and_runs_elsewhere() {
     group.start_executor("e1", 1);
     group.start_executor("e2", 1);
     let client = Arc::new(group.client());
-    let sleeper = upload(&client, &guests::sleeper(200)).await;
+    let sleeper = upload(&client, &guests::sleeper(150)).await;
     wait_until("both executors registered", Duration::from_secs(10), || async {
         client.cluster_status().await.unwrap().executors.len() == 2
     })
@@ -209,7 +209,21 @@ async fn a_run_whose_executor_dies_mid_trial_is_submitted_and_runs_elsewhere() {
         let sleeper = sleeper.clone();
         tokio::spawn(async move { client.run(spec(&sleeper)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Kill once the trial is running (it is not an assigned task, so only `busy` shows it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut busy = 0;
+        for e in &group.executors {
+            if let Ok(mut worker) = pb::worker_client::WorkerClient::connect(e.addr.url()).await {
+                busy += worker.status(pb::WorkerStatusRequest {}).await.map_or(0, |s| s.into_inner().busy);
+            }
+        }
+        if busy > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the trial never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     group.executors[0].kill();
     group.executors[1].kill();
     group.start_executor("e3", 1);

@@ -63,12 +63,20 @@ async fn a_run_longer_than_the_trial_budget_is_run_again_and_keeps_its_own_timeo
     let sleeper = upload(&client, &guests::sleeper(600)).await;
     let spin = upload(&client, &guests::spin()).await;
 
+    // The trial is cut at its budget (250 ms), then the task runs in full the ordinary way.
     let started = Instant::now();
     let t = client.run(spec(&sleeper, b"", 10_000)).await.unwrap();
     assert_eq!(t.state(), pb::TaskState::Succeeded, "{t:?}");
     assert_eq!(t.output, b"slept");
     assert_eq!(t.attempts, 1, "the cut-short trial is not an attempt");
-    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(started.elapsed() >= Duration::from_millis(800), "not cut at the budget: {:?}", started.elapsed());
+
+    // A task whose own timeout is within the budget fails with it, as a trial.
+    let t = client.run(spec(&spin, b"", 50)).await.unwrap();
+    let error = t.error.unwrap();
+    assert_eq!(error.kind(), pb::FailureKind::Timeout);
+    assert!(error.message.contains("50ms"), "{}", error.message);
+    assert_eq!(t.created_at_ms, t.started_at_ms, "ran as a trial");
 
     // A task that never ends fails with the timeout it asked for, not the trial's budget.
     let t = client.run(spec(&spin, b"", 1_500)).await.unwrap();
@@ -76,10 +84,6 @@ async fn a_run_longer_than_the_trial_budget_is_run_again_and_keeps_its_own_timeo
     let error = t.error.unwrap();
     assert_eq!(error.kind(), pb::FailureKind::Timeout);
     assert!(error.message.contains("1s 500ms"), "{}", error.message);
-
-    // A task that ends within the budget keeps its own (shorter) timeout and its failure.
-    let t = client.run(spec(&spin, b"", 50)).await.unwrap();
-    assert_eq!(t.error.unwrap().kind(), pb::FailureKind::Timeout);
     let trap = upload(&client, &guests::trap()).await;
     let t = client.run(spec(&trap, b"", 0)).await.unwrap();
     assert_eq!((t.state(), t.error.unwrap().kind()), (pb::TaskState::Failed, pb::FailureKind::Trap));
@@ -87,8 +91,8 @@ async fn a_run_longer_than_the_trial_budget_is_run_again_and_keeps_its_own_timeo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_run_does_not_overtake_queued_tasks() {
-    // Two slots: two sleepers run, two more queue; the run must wait its turn.
+async fn a_run_with_every_slot_busy_waits_its_turn_in_the_queue() {
+    // Two slots: two sleepers run, two more queue; the run is submitted and waits its turn.
     let cluster = Cluster::start(1).await;
     let client = Arc::new(cluster.client());
     let sleeper = upload(&client, &guests::sleeper(400)).await;
@@ -104,7 +108,7 @@ async fn a_run_does_not_overtake_queued_tasks() {
         last_queued_start = last_queued_start.max(client.get(id).await.unwrap().started_at_ms);
     }
     assert!(t.started_at_ms >= last_queued_start, "the run started before a task queued ahead of it");
-    assert!(t.id > 4);
+    assert!(t.started_at_ms - t.created_at_ms >= 300, "it did not wait in the queue: {t:?}");
     cluster.stop().await;
 }
 

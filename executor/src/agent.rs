@@ -104,6 +104,11 @@ impl Agent {
         self.slots
     }
 
+    /// Runs executing in a slot right now, trials included.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
     /// Keeps a stream to the leader open until `shutdown`, reconnecting as needed.
     pub async fn run(self: Arc<Self>, mut finished: mpsc::UnboundedReceiver<RunKey>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(50);
@@ -145,6 +150,7 @@ impl Agent {
             incarnation: self.incarnation,
             running: self.runs.held(),
             keepalive_ttl_ms: u64::try_from(self.keepalive_ttl.as_millis()).unwrap_or(u64::MAX),
+            trials: true,
         };
         send(&out, Out::Hello(hello)).await?;
         let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
@@ -265,20 +271,29 @@ impl Agent {
         });
     }
 
-    /// Runs a trial (a task the leader has not written down yet) at once if a slot is free,
-    /// else answers `executor_lost` at once. Its result goes back once and is not kept: if it
-    /// is lost, the leader runs the task the ordinary way.
+    /// Runs a trial (a task the leader has not written down yet) if a slot is free once its
+    /// module is ready, else answers `executor_lost`. The module is fetched and compiled
+    /// before a slot is taken, so a trial never holds a slot an assigned task waits for
+    /// longer than its run. Its result goes back once and is not kept: if it is lost, the
+    /// leader runs the task the ordinary way.
     fn trial(self: &Arc<Self>, a: pb::Assignment) {
-        let permit = match self.draining.load(Ordering::Relaxed) {
-            true => None,
-            false => self.permits.clone().try_acquire_owned().ok(),
-        };
         let agent = self.clone();
         tokio::spawn(async move {
             let key = (a.task_id, a.attempt);
-            let outcome = match permit {
-                Some(_permit) => agent.execute_counted(a, CancellationToken::new()).await,
-                None => failure(pb::FailureKind::ExecutorLost, "no free slot for a trial run".into()),
+            let kind = if a.kind() == pb::ModuleKind::Command { Kind::Command } else { Kind::Component };
+            // A module that cannot load fails the trial as it would fail an assigned run.
+            let outcome = match agent.modules.get(&a.module, kind, &agent.masters).await {
+                Err(e) => module_failure(e),
+                Ok(_) => {
+                    let permit = match agent.draining.load(Ordering::Relaxed) {
+                        true => None,
+                        false => agent.permits.clone().try_acquire_owned().ok(),
+                    };
+                    match permit {
+                        Some(_permit) => agent.execute_counted(a, CancellationToken::new()).await,
+                        None => failure(pb::FailureKind::ExecutorLost, "no free slot for a trial run".into()),
+                    }
+                }
             };
             let results = pb::TaskResults { results: vec![runs::task_result(key, outcome)] };
             agent.send_now(Out::TrialResults(results)).await;
@@ -308,13 +323,12 @@ impl Agent {
         let kind = if a.kind() == pb::ModuleKind::Command { Kind::Command } else { Kind::Component };
         let program = match self.modules.get(&a.module, kind, &self.masters).await {
             Ok(p) => p,
-            Err(e @ ModuleError::Fetch(..)) => return failure(pb::FailureKind::ExecutorLost, e.to_string()),
-            Err(e @ ModuleError::Invalid(..)) => return failure(pb::FailureKind::InvalidModule, e.to_string()),
+            Err(e) => return module_failure(e),
         };
         let limits = a.limits.unwrap_or_default();
         let job = Job {
             input: a.input,
-            program_name: format!("task-{}", a.task_id),
+            program_name: "task".into(),
             args: a.args,
             env: a.env.into_iter().map(|e| (e.key, e.value)).collect(),
             fuel: limits.fuel,
@@ -334,6 +348,15 @@ impl Agent {
             Some(out) => send(&out, kind).await.is_ok(),
             None => false,
         }
+    }
+}
+
+/// A module that could not be fetched is `executor_lost` (another executor may get it); one
+/// that does not compile or link is `invalid_module`.
+fn module_failure(e: ModuleError) -> Outcome {
+    match e {
+        ModuleError::Fetch(..) => failure(pb::FailureKind::ExecutorLost, e.to_string()),
+        ModuleError::Invalid(..) => failure(pb::FailureKind::InvalidModule, e.to_string()),
     }
 }
 

@@ -27,7 +27,7 @@ impl Worker for WorkerService {
         Ok(Response::new(pb::WorkerStatus {
             name: a.name.clone(),
             slots: a.slots(),
-            busy: u32::try_from(running.len()).unwrap_or(u32::MAX),
+            busy: u32::try_from(a.busy()).unwrap_or(u32::MAX),
             running,
             master: a.status.master.lock().map(|m| m.clone()).unwrap_or_default(),
             connected: a.status.connected.load(Ordering::Relaxed),

@@ -63,6 +63,9 @@ fn weight(c: &Command) -> usize {
     match c {
         Command::Submit { tasks, .. } => tasks.iter().map(|t| t.input.len() + 64).sum(),
         Command::Finish(reports) => reports.iter().map(|r| r.output.output.len() + r.output.stderr.len() + 64).sum(),
+        Command::Ran { task, report, .. } => {
+            task.input.len() + report.output.output.len() + report.output.stderr.len() + 64
+        }
         _ => 64,
     }
 }

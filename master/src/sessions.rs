@@ -25,6 +25,8 @@ struct Session {
     id: u64,
     incarnation: u64,
     tx: Outbox,
+    /// The executor runs trials (it said so in `Hello`).
+    trials: bool,
 }
 
 #[derive(Default)]
@@ -54,10 +56,10 @@ impl Sessions {
     }
 
     /// Opens a session for `name`, replacing (and so closing) any older one. Returns its id.
-    pub fn open(&self, name: &str, incarnation: u64, tx: Outbox) -> u64 {
+    pub fn open(&self, name: &str, incarnation: u64, tx: Outbox, trials: bool) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let now = Instant::now();
-        let session = Session { id, incarnation, tx };
+        let session = Session { id, incarnation, tx, trials };
         self.lock().insert(name.to_string(), session);
         self.seen().insert(name.to_string(), SessionInfo { incarnation, last_seen: now, connected: true });
         id
@@ -113,9 +115,14 @@ impl Sessions {
         self.seen().get(name).copied()
     }
 
-    /// True while `name` has an open stream.
-    pub fn is_connected(&self, name: &str) -> bool {
-        self.lock().contains_key(name)
+    /// The id of `name`'s open session, if it has one.
+    pub fn current(&self, name: &str) -> Option<u64> {
+        self.lock().get(name).map(|s| s.id)
+    }
+
+    /// True while `name` has an open stream and runs trials.
+    pub fn takes_trials(&self, name: &str) -> bool {
+        self.lock().get(name).is_some_and(|s| s.trials)
     }
 
     /// Queues `msg` for `name`; false if it has no open stream (or lost it just now).

@@ -83,7 +83,7 @@ async fn serve(
     tx: mpsc::Sender<Result<pb::MasterMessage, Status>>,
 ) {
     let name = hello.name.clone();
-    let session = node.replica.sessions.open(&name, hello.incarnation, tx.clone());
+    let session = node.replica.sessions.open(&name, hello.incarnation, tx.clone(), hello.trials);
     let lease = match hello.keepalive_ttl_ms {
         0 => node.config.keepalive_ttl,
         ms => Duration::from_millis(ms.max(100)),

@@ -268,6 +268,8 @@ impl StateMachine {
         t.attempts = 1;
         t.executor = Some(r.executor.clone());
         t.started_at_ms = now.saturating_sub(i64::try_from(r.duration_ms).unwrap_or(i64::MAX));
+        // Accepted when it started, as far as anyone can tell: created never after started.
+        t.created_at_ms = t.started_at_ms;
         self.finish(Report { task: id, attempt: 1, ..r }, now, fx);
         response
     }

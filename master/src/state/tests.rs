@@ -398,6 +398,7 @@ fn a_task_that_ran_is_submitted_and_finished_at_once() {
     let t = &fx.finished[0];
     assert_eq!((t.id, t.state, t.attempts, t.executor.as_deref()), (1, TaskState::Succeeded, 1, Some("e1")));
     assert_eq!((t.fuel_consumed, t.exit_code, t.started_at_ms), (7, Some(0), t.finished_at_ms - 3));
+    assert_eq!(t.created_at_ms, t.started_at_ms);
     assert!(fx.dispatch.is_empty() && fx.acks.is_empty());
     assert_eq!((w.sm.pending_count(), w.sm.running_count()), (0, 0));
     assert_eq!(w.sm.executor("e1").unwrap().free_slots(), 2);
