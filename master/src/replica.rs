@@ -124,27 +124,30 @@ impl Replica {
 
     /// A task's freshest record: live ones from memory, finished ones from storage.
     pub fn task(&self, id: TaskId) -> Result<Option<pb::Task>, StorageError> {
-        if let Some(t) = self.lookup(id)? {
+        if let Some((t, true)) = self.lookup(id)? {
             return Ok(Some(t));
         }
-        // The task may have left memory in a batch that is not stored yet: wait for it.
+        // The task may have left memory in a batch that is not stored yet (storage then has
+        // nothing, or the copy of it as live that the last sync wrote): wait for that batch.
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
-        self.lookup(id)
+        Ok(self.lookup(id)?.map(|(t, _)| t))
     }
 
-    fn lookup(&self, id: TaskId) -> Result<Option<pb::Task>, StorageError> {
+    /// The task's record, and whether it is settled: live in memory, or final in storage.
+    fn lookup(&self, id: TaskId) -> Result<Option<(pb::Task, bool)>, StorageError> {
         let live = {
             let sm = self.read();
             sm.live_task(id).map(|t| (t.clone(), sm.pending_reason(t)))
         };
         if let Some((t, reason)) = live {
-            return Ok(Some(convert::task(t, TaskOutput::default(), reason)));
+            return Ok(Some((convert::task(t, TaskOutput::default(), reason), true)));
         }
         let Some(t) = self.db.task(id)? else {
             return Ok(None);
         };
+        let settled = t.state.is_final();
         let out = self.db.output(id)?.unwrap_or_default();
-        Ok(Some(convert::task(t, out, String::new())))
+        Ok(Some((convert::task(t, out, String::new()), settled)))
     }
 
     /// Brings a (re)connected executor and the state into agreement: runs the state gives
