@@ -280,7 +280,7 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             let key = (a.task_id, a.attempt);
-            let kind = if a.kind() == pb::ModuleKind::Command { Kind::Command } else { Kind::Component };
+            let kind = program_kind(&a);
             // A module that cannot load fails the trial as it would fail an assigned run.
             let outcome = match agent.modules.get(&a.module, kind, &agent.masters).await {
                 Err(e) => module_failure(e),
@@ -320,7 +320,7 @@ impl Agent {
     }
 
     async fn execute_with_slot(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
-        let kind = if a.kind() == pb::ModuleKind::Command { Kind::Command } else { Kind::Component };
+        let kind = program_kind(&a);
         let program = match self.modules.get(&a.module, kind, &self.masters).await {
             Ok(p) => p,
             Err(e) => return module_failure(e),
@@ -348,6 +348,14 @@ impl Agent {
             Some(out) => send(&out, kind).await.is_ok(),
             None => false,
         }
+    }
+}
+
+fn program_kind(a: &pb::Assignment) -> Kind {
+    if a.kind() == pb::ModuleKind::Command {
+        Kind::Command
+    } else {
+        Kind::Component
     }
 }
 

@@ -11,7 +11,7 @@ use wasmgrid_proto as pb;
 use crate::convert;
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::state::{Command, Limits, NewTask, Refusal, RequestId, Response, TaskId, TaskSpec};
+use crate::state::{Command, Limits, NewTask, Refusal, RequestId, Response, StateMachine, TaskId, TaskSpec};
 use crate::trials;
 
 /// Tasks in one `ListTasks` page when the client does not say.
@@ -38,15 +38,18 @@ pub async fn submit(node: &Node, req: pb::SubmitTasksRequest) -> Result<pb::Subm
     for spec in req.tasks {
         tasks.push(new_task(node, spec)?);
     }
-    {
-        let sm = node.replica.read();
-        if let Some(t) = tasks.iter().find(|t| sm.module(&t.spec.module).is_none()) {
-            return Err(ApiError::FailedPrecondition(Refusal::UnknownModule(t.spec.module.to_string()).to_string()));
-        }
-    }
+    known_modules(&node.replica.read(), &tasks)?;
     let max_pending = Some(node.config.max_pending_tasks);
     let ids = submitted(node.propose(Command::Submit { request_id, tasks, max_pending }).await?)?;
     Ok(pb::SubmitTasksResponse { ids })
+}
+
+/// Refuses tasks whose module was never uploaded (the state machine checks again at apply).
+fn known_modules(sm: &StateMachine, tasks: &[NewTask]) -> Result<(), ApiError> {
+    match tasks.iter().find(|t| sm.module(&t.spec.module).is_none()) {
+        Some(t) => Err(ApiError::FailedPrecondition(Refusal::UnknownModule(t.spec.module.to_string()).to_string())),
+        None => Ok(()),
+    }
 }
 
 fn request_id(bytes: &[u8]) -> Result<Option<RequestId>, ApiError> {
@@ -81,9 +84,7 @@ pub async fn run(node: Arc<Node>, req: pb::RunTaskRequest) -> Result<pb::Task, A
     let task = new_task(&node, spec)?;
     let seen = {
         let sm = node.replica.read();
-        if sm.module(&task.spec.module).is_none() {
-            return Err(ApiError::FailedPrecondition(Refusal::UnknownModule(task.spec.module.to_string()).to_string()));
-        }
+        known_modules(&sm, std::slice::from_ref(&task))?;
         request_id.is_some_and(|r| sm.request(&r).is_some())
     };
     let report = if seen { None } else { trials::run(&node, &task).await };
