@@ -24,6 +24,7 @@ pub mod sessions;
 pub mod state;
 pub mod storage;
 pub mod trials;
+pub mod unsynced;
 pub mod validate;
 pub mod waiters;
 

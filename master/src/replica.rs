@@ -13,14 +13,18 @@ use crate::state::{
     TaskState,
 };
 use crate::storage::blobs::BlobStore;
-use crate::storage::state_db::{StateDb, Sync, Writes};
+use crate::storage::state_db::{StateDb, Sync};
 use crate::storage::StorageError;
+use crate::unsynced::Unsynced;
 use crate::waiters::{Waiter, Waiters};
 use wasmgrid_proto as pb;
 
 /// How often applied state is fsynced. The log is durable on its own; this only bounds how
 /// much of it a restart applies again.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// A sync comes sooner when this many bytes of inputs and outputs wait in memory for it.
+const SYNC_BYTES: usize = 64 << 20;
 
 pub struct Replica {
     pub db: StateDb,
@@ -30,6 +34,8 @@ pub struct Replica {
     gate: Mutex<()>,
     /// What changed in memory since the last sync.
     dirty: Mutex<Dirty>,
+    /// Applied inputs and finished records that storage does not hold yet.
+    unsynced: Unsynced,
     pub blobs: BlobStore,
     pub waiters: Waiters,
     pub sessions: Sessions,
@@ -43,6 +49,7 @@ impl Replica {
             sm: RwLock::new(sm),
             gate: Mutex::new(()),
             dirty: Mutex::new(Dirty::new()),
+            unsynced: Unsynced::default(),
             blobs,
             waiters: Waiters::default(),
             sessions: Sessions::default(),
@@ -59,12 +66,14 @@ impl Replica {
         let sm = self.db.load()?;
         *self.sm.write().unwrap_or_else(|p| p.into_inner()) = sm;
         *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = Dirty::new();
+        self.unsynced.clear();
         Ok(())
     }
 
-    /// Applies entries (`None` for entries without commands), stores what readers need (and,
-    /// about once a second, syncs the whole state with the Raft bookkeeping in `meta`), then
-    /// tells executors and waiters. Blocking: call it from a blocking thread.
+    /// Applies entries (`None` for entries without commands), keeps what they produced for
+    /// readers until the next sync (about once a second, it writes that and the whole state
+    /// with the Raft bookkeeping in `meta` durably), then tells executors and waiters.
+    /// Blocking: call it from a blocking thread.
     pub fn apply(
         &self,
         batches: Vec<Option<Batch>>,
@@ -83,25 +92,36 @@ impl Replica {
                 (t, o)
             })
             .collect();
+        // Records for the clients waiting on these tasks, built from memory: no read back.
+        let waiting = self.waiters.take(finished.iter().map(|(t, _)| t.id));
+        let notices: Vec<(pb::Task, Vec<Waiter>)> = if waiting.is_empty() {
+            Vec::new()
+        } else {
+            let by_id: HashMap<TaskId, &(TaskRecord, TaskOutput)> = finished.iter().map(|r| (r.0.id, r)).collect();
+            waiting
+                .into_iter()
+                .filter_map(|(id, waiters)| {
+                    let (t, o) = by_id.get(&id)?;
+                    Some((convert::task(t.clone(), o.clone(), String::new()), waiters))
+                })
+                .collect()
+        };
+        // Before the machine's lock is released: a reader that no longer finds a task there
+        // finds it here.
+        self.unsynced.add(std::mem::take(&mut fx.inputs), finished);
+        let forget_before = fx.forget_before.take();
         let sync = {
             let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
             dirty.absorb(&mut fx, &meta);
-            dirty.due().then(|| dirty.take(&sm))
+            // Every replica forgets from the same records: all that was applied before.
+            let due = dirty.due() || forget_before.is_some() || self.unsynced.bytes() >= SYNC_BYTES;
+            due.then(|| dirty.take(&sm))
         };
         drop(sm);
-        // Records for the clients waiting on these tasks, built from memory: no read back.
-        let notices: Vec<(pb::Task, Vec<Waiter>)> = self
-            .waiters
-            .take(finished.iter().map(|(t, _)| t.id))
-            .into_iter()
-            .filter_map(|(id, waiters)| {
-                let (t, o) = finished.iter().find(|(t, _)| t.id == id)?;
-                Some((convert::task(t.clone(), o.clone(), String::new()), waiters))
-            })
-            .collect();
-        let writes =
-            Writes { inputs: std::mem::take(&mut fx.inputs), finished, sync, forget_before: fx.forget_before.take() };
-        let dispatch = self.db.write(writes, std::mem::take(&mut fx.dispatch))?;
+        let dispatch = self.with_inputs(std::mem::take(&mut fx.dispatch))?;
+        if let Some(sync) = sync {
+            self.flush(&sync, forget_before)?;
+        }
         self.sessions.deliver(dispatch, fx.stop, fx.acks);
         for (task, waiters) in notices {
             for w in waiters {
@@ -118,22 +138,73 @@ impl Replica {
             let sm = self.read();
             self.dirty.lock().unwrap_or_else(|p| p.into_inner()).take(&sm)
         };
-        self.db.write(Writes { sync: Some(sync), ..Writes::default() }, Vec::new())?;
+        self.flush(&sync, None)
+    }
+
+    /// One sync: what waited in memory and `sync`, in one durable transaction. Hold the gate.
+    fn flush(&self, sync: &Sync, forget_before: Option<i64>) -> Result<(), StorageError> {
+        let pending = self.unsynced.begin_flush();
+        self.db.write(&pending, sync, forget_before)?;
+        self.unsynced.end_flush();
         Ok(())
     }
 
-    /// A task's freshest record: live ones from memory, finished ones from storage.
+    /// Each dispatch with its task's input, from memory or else storage.
+    fn with_inputs(&self, dispatch: Vec<Dispatch>) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
+        let mut missing = Vec::new();
+        let mut found: Vec<(Dispatch, Option<Vec<u8>>)> = dispatch
+            .into_iter()
+            .map(|d| {
+                let input = self.unsynced.input(d.task);
+                if input.is_none() {
+                    missing.push(d.task);
+                }
+                (d, input)
+            })
+            .collect();
+        let mut stored = if missing.is_empty() { HashMap::new() } else { self.db.inputs(&missing)? };
+        Ok(found
+            .drain(..)
+            .map(|(d, input)| {
+                let input = input.or_else(|| stored.remove(&d.task)).unwrap_or_default();
+                (d, input)
+            })
+            .collect())
+    }
+
+    /// A task's input, from memory or else storage.
+    pub fn input(&self, id: TaskId) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.unsynced.input(id) {
+            Some(input) => Ok(Some(input)),
+            None => self.db.input(id),
+        }
+    }
+
+    /// A task's freshest record: live and recently finished ones from memory, the others
+    /// from storage.
     pub fn task(&self, id: TaskId) -> Result<Option<pb::Task>, StorageError> {
         if let Some((t, true)) = self.lookup(id)? {
             return Ok(Some(t));
         }
-        // The task may have left memory in a batch that is not stored yet (storage then has
-        // nothing, or the copy of it as live that the last sync wrote): wait for that batch.
+        // Storage has nothing, or the copy of the task as live that an earlier sync wrote,
+        // only if the task is not in memory either: wait for any batch in flight, read again.
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         Ok(self.lookup(id)?.map(|(t, _)| t))
     }
 
-    /// The task's record, and whether it is settled: live in memory, or final in storage.
+    /// A task's state, from wherever its freshest record is.
+    pub fn state_of(&self, id: TaskId) -> Result<Option<TaskState>, StorageError> {
+        if let Some(t) = self.read().live_task(id) {
+            return Ok(Some(t.state));
+        }
+        if let Some((t, _)) = self.unsynced.finished(id) {
+            return Ok(Some(t.state));
+        }
+        Ok(self.db.task(id)?.map(|t| t.state))
+    }
+
+    /// The task's record, and whether it is settled: live in memory, finished in memory, or
+    /// final in storage. Looked up in that order, the order a record moves in.
     fn lookup(&self, id: TaskId) -> Result<Option<(pb::Task, bool)>, StorageError> {
         let live = {
             let sm = self.read();
@@ -141,6 +212,9 @@ impl Replica {
         };
         if let Some((t, reason)) = live {
             return Ok(Some((convert::task(t, TaskOutput::default(), reason), true)));
+        }
+        if let Some((t, out)) = self.unsynced.finished(id) {
+            return Ok(Some((convert::task(t, out, String::new()), true)));
         }
         let Some(t) = self.db.task(id)? else {
             return Ok(None);
@@ -175,18 +249,16 @@ impl Replica {
                 .collect();
             (missing, stale)
         };
-        let mut dispatch = Vec::with_capacity(missing.len());
-        for d in missing {
-            let input = self.db.input(d.task)?.unwrap_or_default();
-            dispatch.push((d, input));
-        }
+        let dispatch = self.with_inputs(missing)?;
         let counts = (dispatch.len(), stale.len());
         self.sessions.deliver(dispatch, stale, Vec::new());
         Ok(counts)
     }
 
-    /// Tasks with ids above `after`, optionally in one state, oldest first. Live tasks come
-    /// from memory (storage has them only as of the last sync), finished ones from storage.
+    /// Tasks with ids above `after`, optionally in one state, oldest first: at most `limit`
+    /// of them and about `byte_budget` bytes of output. Live tasks come from memory (storage
+    /// has them only as of the last sync), finished ones from memory until a sync has written
+    /// them, then from storage.
     pub fn list_tasks(
         &self,
         state: Option<TaskState>,
@@ -204,6 +276,15 @@ impl Replica {
         let bound = if more { stored.last().map_or(TaskId::MAX, |(t, _)| t.id) } else { TaskId::MAX };
         let mut merged: BTreeMap<TaskId, pb::Task> =
             stored.into_iter().map(|(t, o)| (t.id, convert::task(t, o, String::new()))).collect();
+        if !live_only {
+            // Newer than storage's copy, which may be the task as live at the last sync.
+            for (t, o) in self.unsynced.finished_between(after.saturating_add(1), bound) {
+                merged.remove(&t.id);
+                if state.is_none_or(|s| s == t.state) {
+                    merged.insert(t.id, convert::task(t, o, String::new()));
+                }
+            }
+        }
         {
             let sm = self.read();
             let final_only = state.is_some_and(TaskState::is_final);
@@ -214,8 +295,18 @@ impl Replica {
                 }
             }
         }
-        let more = more || merged.len() > limit;
-        Ok((merged.into_values().take(limit).collect(), more))
+        let mut more = more;
+        let mut bytes = 0usize;
+        let mut page = Vec::with_capacity(merged.len().min(limit));
+        for t in merged.into_values() {
+            if page.len() >= limit || (bytes > byte_budget && !page.is_empty()) {
+                more = true;
+                break;
+            }
+            bytes += t.output.len() + t.stderr.len();
+            page.push(t);
+        }
+        Ok((page, more))
     }
 }
 
@@ -286,11 +377,13 @@ mod tests {
     use super::*;
     use crate::state::{Command, Limits, ModuleKind, ModuleMeta, NewTask, TaskSpec};
 
-    #[test]
-    fn tasks_placed_later_are_dispatched_with_their_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(&dir.path().join("state.redb")).unwrap();
-        let replica = Replica::open(db, BlobStore::open(dir.path().join("blobs")).unwrap()).unwrap();
+    fn replica(dir: &std::path::Path) -> Replica {
+        let db = StateDb::open(&dir.join("state.redb")).unwrap();
+        Replica::open(db, BlobStore::open(dir.join("blobs")).unwrap()).unwrap()
+    }
+
+    /// A module and one task of it with input `abc`.
+    fn module_and_task() -> Vec<Command> {
         let digest = Digest::of(b"m");
         let put = Command::PutModule(ModuleMeta { digest, size: 1, kind: ModuleKind::Component, created_at_ms: 0 });
         let spec = TaskSpec {
@@ -306,7 +399,44 @@ mod tests {
             tasks: vec![NewTask { spec, input: b"abc".to_vec() }],
             max_pending: None,
         };
-        replica.apply(vec![Some(Batch { at_ms: 1, commands: vec![put, submit] })], vec![]).unwrap();
+        vec![put, submit]
+    }
+
+    #[test]
+    fn a_finished_task_is_found_before_and_after_the_sync_that_stores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
+        replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![Command::Cancel(1)] })], vec![]).unwrap();
+        let cancelled = |t: Option<pb::Task>| t.is_some_and(|t| t.state() == pb::TaskState::Cancelled);
+        assert_eq!(replica.db.task(1).unwrap(), None, "not stored before a sync");
+        assert!(cancelled(replica.task(1).unwrap()));
+        assert_eq!(replica.state_of(1).unwrap(), Some(TaskState::Cancelled));
+        let (listed, more) = replica.list_tasks(None, 0, 10, 1 << 20).unwrap();
+        assert!(!more && listed.len() == 1 && cancelled(listed.into_iter().next()));
+        let (listed, _) = replica.list_tasks(Some(TaskState::Pending), 0, 10, 1 << 20).unwrap();
+        assert!(listed.is_empty());
+
+        replica.sync().unwrap();
+        assert_eq!(replica.db.task(1).unwrap().map(|t| t.state), Some(TaskState::Cancelled));
+        assert!(cancelled(replica.task(1).unwrap()));
+        let (listed, _) = replica.list_tasks(Some(TaskState::Cancelled), 0, 10, 1 << 20).unwrap();
+        assert_eq!(listed.len(), 1);
+        // And it survives a restart from storage alone.
+        drop(replica);
+        let replica = self::replica(dir.path());
+        assert!(cancelled(replica.task(1).unwrap()));
+        assert_eq!(replica.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn tasks_placed_later_are_dispatched_with_their_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
+        assert_eq!(replica.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(replica.db.input(1).unwrap(), None, "an ordinary apply writes nothing");
+        replica.sync().unwrap();
         assert_eq!(replica.db.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
     }
 }

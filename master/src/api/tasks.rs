@@ -159,7 +159,7 @@ pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
     match node.propose(Command::Cancel(id)).await? {
         Response::Refused(Refusal::TaskNotFound(_)) => Err(ApiError::NotFound(format!("task {id} not found"))),
         Response::Refused(Refusal::AlreadyFinished(_)) => {
-            let state = node.replica.db.task(id)?.map_or("finished", |t| t.state.as_str());
+            let state = node.replica.state_of(id)?.map_or("finished", |s| s.as_str());
             Err(ApiError::FailedPrecondition(format!("task {id} has already finished ({state})")))
         }
         _ => get(node, id),

@@ -1,14 +1,15 @@
 //! The applied state at rest, in `state.redb`: task records, inputs and outputs apart so
 //! listing stays cheap, modules, executors and idempotency keys.
 //!
-//! Applying a batch writes only what readers need from disk: the inputs of new tasks (for
-//! dispatch) and the final records and outputs of finished tasks (which leave memory). Those
-//! commits are not fsynced: the Raft log already is. About once a second (and before every
-//! snapshot) a *sync* also writes the live tasks, executors, modules and idempotency keys
-//! as they are in memory, with the last applied log id, durably. After a crash the state is
-//! the last sync's, and the log entries after it are applied again.
+//! Applying a batch writes nothing here: the Raft log is durable already, and what the batch
+//! produced waits in memory (`crate::unsynced`). About once a second (before every snapshot,
+//! with every `Forget`, and sooner when much waits) a *sync* writes in one fsynced
+//! transaction the inputs and final records gathered since the last one, and the live
+//! tasks, executors, modules and idempotency keys as they are in memory, with the last
+//! applied log id. After a crash the state is the last sync's, and the log entries after it
+//! are applied again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -17,9 +18,8 @@ use serde::Serialize;
 
 use super::codec::{decode, encode};
 use super::StorageError;
-use crate::state::{
-    Dispatch, ExecutorRecord, ModuleMeta, RequestId, StateMachine, TaskId, TaskOutput, TaskRecord, TaskState,
-};
+use crate::state::{ExecutorRecord, ModuleMeta, RequestId, StateMachine, TaskId, TaskOutput, TaskRecord, TaskState};
+use crate::unsynced::Pending;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const MODULES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("modules");
@@ -32,18 +32,6 @@ pub(crate) const REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 
 const NEXT_TASK_ID: &str = "next_task_id";
 const MEMBER_ADDRS: &str = "member_addrs";
-
-/// What one transaction writes.
-#[derive(Debug, Default)]
-pub struct Writes {
-    pub inputs: Vec<(TaskId, Vec<u8>)>,
-    /// Final records, with their outputs.
-    pub finished: Vec<(TaskRecord, TaskOutput)>,
-    /// With a sync, the commit is fsynced.
-    pub sync: Option<Sync>,
-    /// Forget finished tasks that finished before this time (see `forget_finished`).
-    pub forget_before: Option<i64>,
-}
 
 /// Most finished tasks one `Forget` command removes, so one apply stays short.
 pub const FORGET_BATCH: usize = 10_000;
@@ -122,46 +110,54 @@ impl StateDb {
         read_meta(&tx.open_table(META)?, key)
     }
 
-    /// Writes `w` in one transaction and returns each dispatch with its input bytes.
-    pub fn write(&self, w: Writes, dispatch: Vec<Dispatch>) -> Result<Vec<(Dispatch, Vec<u8>)>, StorageError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(if w.sync.is_some() { Durability::Immediate } else { Durability::None })?;
-        let with_input;
+    /// A sync, in one durable transaction: the records applied since the last one
+    /// (`pending`), the in-memory state in `sync`, then, with `forget_before`, the removal
+    /// of finished tasks that finished before that time (see `forget_finished`).
+    pub fn write(&self, pending: &Pending, sync: &Sync, forget_before: Option<i64>) -> Result<(), StorageError> {
+        let tx = self.db.begin_write()?;
         {
             let mut tasks = tx.open_table(TASKS)?;
             let mut live = tx.open_table(LIVE)?;
             let mut inputs = tx.open_table(INPUTS)?;
             let mut outputs = tx.open_table(OUTPUTS)?;
-            for (id, input) in &w.inputs {
-                inputs.insert(id, input.as_slice())?;
+            let mut ids: Vec<_> = pending.inputs.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                if let Some(input) = pending.inputs.get(&id) {
+                    inputs.insert(id, input.as_slice())?;
+                }
             }
-            for (t, o) in &w.finished {
+            for (t, o) in pending.finished.values() {
                 tasks.insert(t.id, encode(t)?.as_slice())?;
                 live.remove(t.id)?;
                 if !o.output.is_empty() || !o.stderr.is_empty() {
                     outputs.insert(t.id, encode(o)?.as_slice())?;
                 }
             }
-            if let Some(before) = w.forget_before {
+            for t in &sync.live {
+                tasks.insert(t.id, encode(t)?.as_slice())?;
+                live.insert(t.id, ())?;
+            }
+            if let Some(before) = forget_before {
                 forget_finished(&mut tasks, &live, &mut inputs, &mut outputs, before)?;
             }
-            if let Some(sync) = &w.sync {
-                for t in &sync.live {
-                    tasks.insert(t.id, encode(t)?.as_slice())?;
-                    live.insert(t.id, ())?;
-                }
-                write_sync(&tx, sync)?;
-            }
-            with_input = dispatch
-                .into_iter()
-                .map(|d| {
-                    let input = inputs.get(d.task)?.map(|v| v.value().to_vec()).unwrap_or_default();
-                    Ok((d, input))
-                })
-                .collect::<Result<Vec<_>, StorageError>>()?;
         }
+        write_sync(&tx, sync)?;
         tx.commit()?;
-        Ok(with_input)
+        Ok(())
+    }
+
+    /// The inputs of `ids` that storage holds, in one read.
+    pub fn inputs(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(INPUTS)?;
+        let mut found = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = table.get(id)? {
+                found.insert(*id, v.value().to_vec());
+            }
+        }
+        Ok(found)
     }
 
     /// Writes Raft bookkeeping rows.
