@@ -143,9 +143,17 @@ impl Replica {
 
     /// One sync: what waited in memory and `sync`, in one durable transaction. Hold the gate.
     fn flush(&self, sync: &Sync, forget_before: Option<i64>) -> Result<(), StorageError> {
+        let started = Instant::now();
         let pending = self.unsynced.begin_flush();
         self.db.write(&pending, sync, forget_before)?;
         self.unsynced.end_flush();
+        tracing::debug!(
+            inputs = pending.inputs.len(),
+            finished = pending.finished.len(),
+            live = sync.live.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "synced state.redb"
+        );
         Ok(())
     }
 
@@ -422,15 +430,15 @@ mod tests {
         assert!(cancelled(replica.task(1).unwrap()));
         let (listed, _) = replica.list_tasks(Some(TaskState::Cancelled), 0, 10, 1 << 20).unwrap();
         assert_eq!(listed.len(), 1);
-        // And it survives a restart from storage alone.
+        // It survives a restart from storage alone; its input, no longer needed, is not kept.
         drop(replica);
         let replica = self::replica(dir.path());
         assert!(cancelled(replica.task(1).unwrap()));
-        assert_eq!(replica.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(replica.input(1).unwrap(), None);
     }
 
     #[test]
-    fn tasks_placed_later_are_dispatched_with_their_input() {
+    fn a_live_task_keeps_its_input_until_it_finishes() {
         let dir = tempfile::tempdir().unwrap();
         let replica = replica(dir.path());
         replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
@@ -438,5 +446,10 @@ mod tests {
         assert_eq!(replica.db.input(1).unwrap(), None, "an ordinary apply writes nothing");
         replica.sync().unwrap();
         assert_eq!(replica.db.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
+        // Once the task has finished, the next sync drops its input.
+        replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![Command::Cancel(1)] })], vec![]).unwrap();
+        replica.sync().unwrap();
+        assert_eq!(replica.db.input(1).unwrap(), None);
+        assert_eq!(replica.db.task(1).unwrap().map(|t| t.state), Some(TaskState::Cancelled));
     }
 }
