@@ -6,10 +6,12 @@
 //! reconnect or when unacknowledged for `RESEND_AFTER`; assignments for a run already held
 //! are ignored, so nothing runs twice because a message was repeated.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -264,7 +266,8 @@ impl Agent {
         }
         tracing::debug!(task_id = key.0, attempt = key.1, input = a.input.len(), "starting run");
         let agent = self.clone();
-        tokio::spawn(async move {
+        // On the guests' threads from the start: no hop between runtimes per run.
+        self.guests.spawn(async move {
             let outcome = agent.execute(a, cancel).await;
             agent.runs.finish(key, outcome);
             let _ = agent.finished.send(key);
@@ -278,7 +281,7 @@ impl Agent {
     /// leader runs the task the ordinary way.
     fn trial(self: &Arc<Self>, a: pb::Assignment) {
         let agent = self.clone();
-        tokio::spawn(async move {
+        self.guests.spawn(async move {
             let key = (a.task_id, a.attempt);
             let kind = program_kind(&a);
             // A module that cannot load fails the trial as it would fail an assigned run.
@@ -336,9 +339,11 @@ impl Agent {
             timeout: Duration::from_millis(limits.timeout_ms.max(1)),
             cancel,
         };
-        let sandbox = self.sandbox.clone();
-        let run = self.guests.spawn(async move { sandbox.run(program.as_ref(), job).await });
-        run.await.unwrap_or_else(|e| failure(pb::FailureKind::Trap, format!("the run crashed: {e}")))
+        // Called on the guests' threads (see `start`); a panic in the run fails this run only.
+        AssertUnwindSafe(self.sandbox.run(program.as_ref(), job))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| failure(pb::FailureKind::Trap, "the run crashed".into()))
     }
 
     /// Sends a message on the open stream, if any.
