@@ -22,7 +22,18 @@ impl Digest {
 
     /// Lowercase hex without the `sha256:` prefix (used for file names).
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        String::from_utf8_lossy(&self.hex_bytes()).into_owned()
+    }
+
+    /// The hex digits on the stack: a digest is formatted for every task sent or shown.
+    fn hex_bytes(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+        out
     }
 
     /// True when `s` looks like a digest rather than a file path.
@@ -58,7 +69,9 @@ impl FromStr for Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
+        let hex = self.hex_bytes();
+        f.write_str("sha256:")?;
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -77,6 +90,8 @@ mod tests {
         let d = Digest::of(b"abc");
         assert_eq!(d.to_string(), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        assert_eq!(d.hex(), hex::encode(d.0));
+        assert!(format!("{d:?}").starts_with("sha256:ba7816bf8f01"));
         assert!(Digest::looks_like(&d.to_string()));
         assert!(!Digest::looks_like("examples/echo.wasm"));
         assert!("sha256:abc".parse::<Digest>().is_err());
