@@ -13,7 +13,7 @@ use wasmgrid_client::Client;
 
 use super::step;
 
-fn bar(len: usize, what: &str) -> ProgressBar {
+pub fn bar(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     let style = ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}}"))
         .unwrap_or_else(|_| ProgressStyle::default_bar());

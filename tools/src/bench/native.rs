@@ -1,7 +1,7 @@
 //! The `sha256` and `fib` examples compiled natively from the same C source
 //! (`bench/native.c`), for the wasm-versus-native comparison.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,9 +13,14 @@ pub struct Native {
     pub fib: Duration,
 }
 
-/// Builds and runs the native harness: best of a few runs of sha256 over `sha_bytes` and of
-/// fib(`fib_n`). `None` when no C compiler is installed.
-pub fn run(repo: &Path, scratch: &Path, sha_bytes: usize, fib_n: u32) -> anyhow::Result<Option<Native>> {
+/// The native harness, built.
+pub struct Harness {
+    pub compiler: String,
+    exe: PathBuf,
+}
+
+/// Builds the native harness in `scratch`. `None` when no C compiler is installed.
+pub fn build(repo: &Path, scratch: &Path) -> anyhow::Result<Option<Harness>> {
     let Some(compiler) = ["clang-16", "clang", "cc"]
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
@@ -30,15 +35,23 @@ pub fn run(repo: &Path, scratch: &Path, sha_bytes: usize, fib_n: u32) -> anyhow:
         .status()
         .with_context(|| format!("running {compiler}"))?;
     anyhow::ensure!(status.success(), "{compiler} could not build bench/native.c");
-    let out = Command::new(&exe).args([sha_bytes.to_string(), fib_n.to_string()]).output()?;
-    anyhow::ensure!(out.status.success(), "the native benchmark failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> anyhow::Result<Duration> {
-        let ns = text
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-            .with_context(|| format!("no {name} in the native benchmark's output"))?;
-        Ok(Duration::from_nanos(ns))
-    };
-    Ok(Some(Native { compiler: compiler.to_string(), sha256: field("sha256_ns")?, fib: field("fib_ns")? }))
+    Ok(Some(Harness { compiler: compiler.to_string(), exe }))
+}
+
+impl Harness {
+    /// One run of the harness: the best of its few runs of sha256 over `sha_bytes` and of
+    /// fib(`fib_n`).
+    pub fn measure(&self, sha_bytes: usize, fib_n: u32) -> anyhow::Result<Native> {
+        let out = Command::new(&self.exe).args([sha_bytes.to_string(), fib_n.to_string()]).output()?;
+        anyhow::ensure!(out.status.success(), "the native benchmark failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| -> anyhow::Result<Duration> {
+            let ns = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .with_context(|| format!("no {name} in the native benchmark's output"))?;
+            Ok(Duration::from_nanos(ns))
+        };
+        Ok(Native { compiler: self.compiler.clone(), sha256: field("sha256_ns")?, fib: field("fib_ns")? })
+    }
 }
