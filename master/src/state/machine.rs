@@ -9,7 +9,6 @@
 //! executors with room, deterministically, so no separate "assign" entry (and no extra fsync)
 //! stands between a submit and its run.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use wasmgrid_common::Digest;
@@ -19,6 +18,7 @@ use super::effects::{Dispatch, Effects, RunRef};
 use super::executor::{ExecutorRecord, ExecutorState};
 use super::module::ModuleMeta;
 use super::placement;
+use super::queue::Queue;
 use super::task::{Failure, FailureKind, Report, TaskId, TaskRecord, TaskState};
 
 /// The fields of a `Register` command.
@@ -41,7 +41,7 @@ pub struct StateMachine {
     pub(super) executors: BTreeMap<String, ExecutorRecord>,
     pub(super) live: HashMap<TaskId, TaskRecord>,
     /// Pending tasks in placement order: higher priority first, then oldest first.
-    pub(super) queue: BTreeSet<(Reverse<i32>, TaskId)>,
+    pub(super) queue: Queue,
     requests: HashMap<RequestId, Vec<TaskId>>,
     request_log: VecDeque<(i64, RequestId)>,
     /// Client addresses of the masters, by Raft node id.
@@ -76,7 +76,7 @@ impl StateMachine {
         for t in live {
             match t.state {
                 TaskState::Pending => {
-                    sm.queue.insert((Reverse(t.spec.priority), t.id));
+                    sm.queue.insert(t.spec.priority, t.id, t.spec.limits.memory);
                 }
                 TaskState::Running => {
                     if let Some(e) = t.executor.as_ref().and_then(|n| sm.executors.get_mut(n)) {
@@ -236,7 +236,7 @@ impl StateMachine {
                 started_at_ms: 0,
                 finished_at_ms: 0,
             };
-            self.queue.insert((Reverse(record.spec.priority), id));
+            self.queue.insert(record.spec.priority, id, record.spec.limits.memory);
             self.live.insert(id, record);
             fx.inputs.push((id, input));
             fx.changed.insert(id);
@@ -263,7 +263,7 @@ impl StateMachine {
             return response;
         };
         let id = t.id;
-        self.queue.remove(&(Reverse(t.spec.priority), id));
+        self.queue.remove(t.spec.priority, id, t.spec.limits.memory);
         t.state = TaskState::Running;
         t.attempts = 1;
         t.executor = Some(r.executor.clone());
@@ -290,7 +290,7 @@ impl StateMachine {
         };
         if retry && t.attempts < t.spec.max_attempts {
             t.state = TaskState::Pending;
-            self.queue.insert((Reverse(t.spec.priority), t.id));
+            self.queue.insert(t.spec.priority, t.id, t.spec.limits.memory);
             fx.changed.insert(t.id);
             return;
         }
@@ -314,7 +314,7 @@ impl StateMachine {
         };
         match (t.state, t.executor.clone()) {
             (TaskState::Pending, _) => {
-                self.queue.remove(&(Reverse(t.spec.priority), id));
+                self.queue.remove(t.spec.priority, id, t.spec.limits.memory);
             }
             (TaskState::Running, Some(executor)) => {
                 fx.stop.push((executor, RunRef { task: id, attempt: t.attempts }));
@@ -374,7 +374,7 @@ impl StateMachine {
             fx.stop.push((name.to_string(), RunRef { task: id, attempt: t.attempts }));
             if t.attempts < t.spec.max_attempts {
                 t.state = TaskState::Pending;
-                self.queue.insert((Reverse(t.spec.priority), id));
+                self.queue.insert(t.spec.priority, id, t.spec.limits.memory);
                 fx.changed.insert(id);
             } else {
                 let message = format!("executor {name} was lost; gave up after {} attempts", t.attempts);

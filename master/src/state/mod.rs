@@ -6,6 +6,7 @@ mod executor;
 mod machine;
 mod module;
 mod placement;
+mod queue;
 mod task;
 #[cfg(test)]
 mod tests;

@@ -4,10 +4,10 @@
 //! executor with room for it (a free slot and enough unreserved memory) that is least loaded
 //! relative to its size, so work spreads evenly. A task that fits no executor right now is
 //! skipped, not waited on, so one big task cannot block the small ones behind it; the scan
-//! stops once every executor is full, or after a bounded number of misfits, so placement
-//! never walks the whole queue.
+//! stops once no executor has a free slot and room for the smallest queued task, or after a
+//! bounded number of misfits, so placement never walks the whole queue.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Ordering;
 
 use wasmgrid_common::Size;
 
@@ -20,13 +20,15 @@ use super::task::{TaskRecord, TaskState};
 const MISFIT_SCAN_LIMIT: usize = 1024;
 
 pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
-    if sm.queue.is_empty() {
+    let Some(smallest) = sm.queue.smallest_need() else {
         return;
-    }
-    let mut open: Vec<String> = sm.executors.values().filter(|e| e.fits_now(0)).map(|e| e.name.clone()).collect();
+    };
+    // Executors with a free slot and room for at least the smallest queued task.
+    let mut open: Vec<String> =
+        sm.executors.values().filter(|e| e.fits_now(smallest)).map(|e| e.name.clone()).collect();
     let mut placed = Vec::new();
     let mut misfits = 0;
-    for &(Reverse(priority), id) in &sm.queue {
+    for (priority, id) in sm.queue.iter() {
         if open.is_empty() || misfits > MISFIT_SCAN_LIMIT {
             break;
         }
@@ -47,14 +49,14 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
         if let Some(e) = sm.executors.get_mut(&name) {
             e.running.insert(id);
             e.memory_reserved += need;
-            if e.free_slots() == 0 {
+            if !e.fits_now(smallest) {
                 open.retain(|n| *n != name);
             }
         }
-        placed.push((priority, id, name));
+        placed.push((priority, id, need, name));
     }
-    for (priority, id, executor) in placed {
-        sm.queue.remove(&(Reverse(priority), id));
+    for (priority, id, need, executor) in placed {
+        sm.queue.remove(priority, id, need);
         let Some(t) = sm.live.get_mut(&id) else {
             continue;
         };
