@@ -438,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn a_live_task_keeps_its_input_until_it_finishes() {
+    fn a_task_synced_while_live_is_stored_final_once_it_finishes() {
         let dir = tempfile::tempdir().unwrap();
         let replica = replica(dir.path());
         replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
@@ -446,10 +446,9 @@ mod tests {
         assert_eq!(replica.db.input(1).unwrap(), None, "an ordinary apply writes nothing");
         replica.sync().unwrap();
         assert_eq!(replica.db.input(1).unwrap().as_deref(), Some(&b"abc"[..]));
-        // Once the task has finished, the next sync drops its input.
         replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![Command::Cancel(1)] })], vec![]).unwrap();
         replica.sync().unwrap();
-        assert_eq!(replica.db.input(1).unwrap(), None);
         assert_eq!(replica.db.task(1).unwrap().map(|t| t.state), Some(TaskState::Cancelled));
+        assert!(replica.db.load().unwrap().live_tasks().next().is_none(), "no longer marked live");
     }
 }

@@ -1,5 +1,5 @@
-//! The applied state at rest, in `state.redb`: task records, the inputs of live tasks and
-//! outputs apart so listing stays cheap, modules, executors and idempotency keys.
+//! The applied state at rest, in `state.redb`: task records, inputs and outputs apart so
+//! listing stays cheap, modules, executors and idempotency keys.
 //!
 //! Applying a batch writes nothing here: the Raft log is durable already, and what the batch
 //! produced waits in memory (`crate::unsynced`). About once a second (before every snapshot,
@@ -120,8 +120,10 @@ impl StateDb {
             let mut live = tx.open_table(LIVE)?;
             let mut inputs = tx.open_table(INPUTS)?;
             let mut outputs = tx.open_table(OUTPUTS)?;
-            // Inputs are kept only while a task may still run: a task submitted and finished
-            // since the last sync never has its input written, nor is it in `live`.
+            // A task submitted and finished since the last sync never has its input written
+            // (nothing reads a finished task's input), nor is it in `live`. An input written
+            // earlier stays until the task is forgotten: deleting it here cost a B-tree delete
+            // per task when draining a deep queue.
             let mut ids: Vec<_> = pending.inputs.keys().filter(|id| !pending.finished.contains_key(id)).collect();
             ids.sort_unstable();
             for id in ids {
@@ -133,7 +135,6 @@ impl StateDb {
                 tasks.insert(t.id, encode(t)?.as_slice())?;
                 if !pending.inputs.contains_key(&t.id) {
                     live.remove(t.id)?;
-                    inputs.remove(t.id)?;
                 }
                 if !o.output.is_empty() || !o.stderr.is_empty() {
                     outputs.insert(t.id, encode(o)?.as_slice())?;
