@@ -3,6 +3,7 @@
 //! what an applied batch did (waiting clients, executor sessions).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use crate::state::{
     TaskState,
 };
 use crate::storage::blobs::BlobStore;
+use crate::storage::snapshot;
 use crate::storage::state_db::{StateDb, Sync};
 use crate::storage::StorageError;
 use crate::unsynced::Unsynced;
@@ -61,8 +63,19 @@ impl Replica {
         self.sm.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Replaces the whole state with a received snapshot's (`snapshot::load`, then the Raft
+    /// bookkeeping in `meta`), under the gate: a sync running meanwhile (a snapshot being
+    /// built) would otherwise write the old machine's state over the new.
+    pub fn install(&self, path: &Path, meta: &[(&str, Vec<u8>)]) -> Result<(), StorageError> {
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        snapshot::load(&self.db, path)?;
+        self.db.put_meta(meta)?;
+        self.db.sync()?;
+        self.reload()
+    }
+
     /// Reloads the machine from storage (after a snapshot replaced it).
-    pub fn reload(&self) -> Result<(), StorageError> {
+    fn reload(&self) -> Result<(), StorageError> {
         let sm = self.db.load()?;
         *self.sm.write().unwrap_or_else(|p| p.into_inner()) = sm;
         *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = Dirty::new();
@@ -286,11 +299,11 @@ impl Replica {
             stored.into_iter().map(|(t, o)| (t.id, convert::task(t, o, String::new()))).collect();
         if !live_only {
             // Newer than storage's copy, which may be the task as live at the last sync.
-            for (t, o) in self.unsynced.finished_between(after.saturating_add(1), bound) {
-                merged.remove(&t.id);
-                if state.is_none_or(|s| s == t.state) {
-                    merged.insert(t.id, convert::task(t, o, String::new()));
-                }
+            // Without a filter it may replace storage's copy of a task as live at the last sync;
+            // a record that fails the filter was never in `merged` (it is final, and final
+            // records are in one place only).
+            for (t, o) in self.unsynced.finished_between(after.saturating_add(1), bound, state, limit) {
+                merged.insert(t.id, convert::task(t, o, String::new()));
             }
         }
         {
@@ -435,6 +448,28 @@ mod tests {
         let replica = self::replica(dir.path());
         assert!(cancelled(replica.task(1).unwrap()));
         assert_eq!(replica.input(1).unwrap(), None);
+    }
+
+    #[test]
+    fn a_dispatch_gets_its_input_from_memory_then_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
+        let dispatch = || Dispatch {
+            executor: "e".into(),
+            task: 1,
+            attempt: 1,
+            module: Digest::of(b"m"),
+            kind: ModuleKind::Component,
+            limits: Limits { fuel: 0, memory: 1, timeout_ms: 1 },
+            args: vec![],
+            env: vec![],
+        };
+        let input = |replica: &Replica| replica.with_inputs(vec![dispatch()]).unwrap().pop().unwrap().1;
+        assert_eq!(input(&replica), b"abc");
+        replica.sync().unwrap();
+        assert_eq!(replica.unsynced.input(1), None, "the sync took it out of memory");
+        assert_eq!(input(&replica), b"abc");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::state::{TaskId, TaskOutput, TaskRecord};
+use crate::state::{TaskId, TaskOutput, TaskRecord, TaskState};
 
 /// Rough bytes a finished record takes besides its output.
 const RECORD_BYTES: usize = 256;
@@ -105,18 +105,30 @@ impl Unsynced {
         g.current.inputs.get(&id).or_else(|| g.flushing.as_ref()?.inputs.get(&id)).cloned()
     }
 
-    /// Finished records with ids in `from..=to`, in id order.
-    pub fn finished_between(&self, from: TaskId, to: TaskId) -> Vec<(TaskRecord, TaskOutput)> {
+    /// The first `limit` finished records with ids in `from..=to`, in id order, in `state`
+    /// if given.
+    pub fn finished_between(
+        &self,
+        from: TaskId,
+        to: TaskId,
+        state: Option<TaskState>,
+        limit: usize,
+    ) -> Vec<(TaskRecord, TaskOutput)> {
         if from > to {
             return Vec::new();
         }
         let g = self.read();
-        let mut found: BTreeMap<TaskId, (TaskRecord, TaskOutput)> = BTreeMap::new();
+        let wanted = |r: &&(TaskRecord, TaskOutput)| state.is_none_or(|s| s == r.0.state);
+        // The generations hold different tasks; each is in id order: merge the first
+        // `limit` of each.
+        let mut found: BTreeMap<TaskId, &(TaskRecord, TaskOutput)> = BTreeMap::new();
         if let Some(f) = &g.flushing {
-            found.extend(f.finished.range(from..=to).map(|(id, r)| (*id, r.clone())));
+            found.extend(f.finished.range(from..=to).map(|(_, r)| r).filter(wanted).take(limit).map(|r| (r.0.id, r)));
         }
-        found.extend(g.current.finished.range(from..=to).map(|(id, r)| (*id, r.clone())));
-        found.into_values().collect()
+        found.extend(
+            g.current.finished.range(from..=to).map(|(_, r)| r).filter(wanted).take(limit).map(|r| (r.0.id, r)),
+        );
+        found.into_values().take(limit).cloned().collect()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Generations> {
@@ -141,7 +153,7 @@ mod tests {
     use wasmgrid_common::Digest;
 
     use super::*;
-    use crate::state::{Limits, TaskSpec, TaskState};
+    use crate::state::{Limits, TaskSpec};
 
     fn record(id: TaskId) -> (TaskRecord, TaskOutput) {
         let spec = TaskSpec {
@@ -182,7 +194,11 @@ mod tests {
         u.add(Vec::new(), vec![record(2)]);
         assert_eq!(u.input(1).as_deref(), Some(&b"in"[..]));
         assert!(u.finished(1).is_some() && u.finished(2).is_some());
-        assert_eq!(u.finished_between(1, 2).iter().map(|(t, _)| t.id).collect::<Vec<_>>(), vec![1, 2]);
+        let ids = |v: Vec<(TaskRecord, TaskOutput)>| v.iter().map(|(t, _)| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(u.finished_between(1, 2, None, 10)), vec![1, 2]);
+        assert_eq!(ids(u.finished_between(1, 2, None, 1)), vec![1]);
+        assert_eq!(ids(u.finished_between(2, 9, Some(TaskState::Succeeded), 10)), vec![2]);
+        assert!(u.finished_between(1, 2, Some(TaskState::Failed), 10).is_empty());
         u.end_flush();
         assert!(u.finished(1).is_none() && u.input(1).is_none());
         assert!(u.finished(2).is_some());

@@ -206,10 +206,7 @@ impl RaftStateMachine<TypeConfig> for StateStore {
         ];
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             std::fs::rename(&incoming, &path)?;
-            snapshot::load(&replica.db, &path)?;
-            replica.db.put_meta(&meta_rows)?;
-            replica.db.sync()?;
-            replica.reload()?;
+            replica.install(&path, &meta_rows)?;
             remove_others(&dir, &path);
             Ok(())
         })
