@@ -9,7 +9,7 @@ use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::raft::{Member, Raft};
-use crate::state::{Batch, Command, Response};
+use crate::state::{Batch, Command, Report, Response};
 
 /// Entries proposed and not yet answered.
 const MAX_IN_FLIGHT: usize = 4;
@@ -62,12 +62,14 @@ impl Proposer {
 fn weight(c: &Command) -> usize {
     match c {
         Command::Submit { tasks, .. } => tasks.iter().map(|t| t.input.len() + 64).sum(),
-        Command::Finish(reports) => reports.iter().map(|r| r.output.output.len() + r.output.stderr.len() + 64).sum(),
-        Command::Ran { task, report, .. } => {
-            task.input.len() + report.output.output.len() + report.output.stderr.len() + 64
-        }
+        Command::Finish(reports) => reports.iter().map(report_weight).sum(),
+        Command::Ran { task, report, .. } => task.input.len() + report_weight(report),
         _ => 64,
     }
+}
+
+fn report_weight(r: &Report) -> usize {
+    r.output.output.len() + r.output.stderr.len() + 64
 }
 
 fn now_ms() -> i64 {

@@ -213,17 +213,6 @@ impl Replica {
         Ok(self.lookup(id)?.map(|(t, _)| t))
     }
 
-    /// A task's state, from wherever its freshest record is.
-    pub fn state_of(&self, id: TaskId) -> Result<Option<TaskState>, StorageError> {
-        if let Some(t) = self.read().live_task(id) {
-            return Ok(Some(t.state));
-        }
-        if let Some((t, _)) = self.unsynced.finished(id) {
-            return Ok(Some(t.state));
-        }
-        Ok(self.db.task(id)?.map(|t| t.state))
-    }
-
     /// The task's record, and whether it is settled: live in memory, finished in memory, or
     /// final in storage. Looked up in that order, the order a record moves in.
     fn lookup(&self, id: TaskId) -> Result<Option<(pb::Task, bool)>, StorageError> {
@@ -393,10 +382,8 @@ impl Dirty {
 
 #[cfg(test)]
 mod tests {
-    use wasmgrid_common::Digest;
-
     use super::*;
-    use crate::state::{Command, Limits, ModuleKind, ModuleMeta, NewTask, TaskSpec};
+    use crate::state::{tests, Command, Limits, ModuleKind, ModuleMeta, NewTask};
 
     fn replica(dir: &std::path::Path) -> Replica {
         let db = StateDb::open(&dir.join("state.redb")).unwrap();
@@ -405,19 +392,11 @@ mod tests {
 
     /// A module and one task of it with input `abc`.
     fn module_and_task() -> Vec<Command> {
-        let digest = Digest::of(b"m");
+        let digest = tests::module();
         let put = Command::PutModule(ModuleMeta { digest, size: 1, kind: ModuleKind::Component, created_at_ms: 0 });
-        let spec = TaskSpec {
-            module: digest,
-            limits: Limits { fuel: 0, memory: 1, timeout_ms: 1 },
-            max_attempts: 1,
-            priority: 0,
-            args: vec![],
-            env: vec![],
-        };
         let submit = Command::Submit {
             request_id: None,
-            tasks: vec![NewTask { spec, input: b"abc".to_vec() }],
+            tasks: vec![NewTask { spec: tests::spec(1, 0), input: b"abc".to_vec() }],
             max_pending: None,
         };
         vec![put, submit]
@@ -432,7 +411,6 @@ mod tests {
         let cancelled = |t: Option<pb::Task>| t.is_some_and(|t| t.state() == pb::TaskState::Cancelled);
         assert_eq!(replica.db.task(1).unwrap(), None, "not stored before a sync");
         assert!(cancelled(replica.task(1).unwrap()));
-        assert_eq!(replica.state_of(1).unwrap(), Some(TaskState::Cancelled));
         let (listed, more) = replica.list_tasks(None, 0, 10, 1 << 20).unwrap();
         assert!(!more && listed.len() == 1 && cancelled(listed.into_iter().next()));
         let (listed, _) = replica.list_tasks(Some(TaskState::Pending), 0, 10, 1 << 20).unwrap();
@@ -459,7 +437,7 @@ mod tests {
             executor: "e".into(),
             task: 1,
             attempt: 1,
-            module: Digest::of(b"m"),
+            module: tests::module(),
             kind: ModuleKind::Component,
             limits: Limits { fuel: 0, memory: 1, timeout_ms: 1 },
             args: vec![],

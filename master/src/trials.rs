@@ -2,8 +2,8 @@
 //! executor slot before anything is written, then submitted and finished in one command
 //! (`Command::Ran`): its round trip holds one durable write instead of two (the submit's and
 //! the result's). Nothing here is replicated. Whatever goes wrong (no free slot, the
-//! executor goes away, the run outlasts [`TRIAL_BUDGET`], the leader steps down) falls back to the ordinary submit,
-//! so a trial only ever costs a repeated run, never a lost task.
+//! executor goes away, the run outlasts [`TRIAL_BUDGET`], the leader steps down) falls back
+//! to the ordinary submit, so a trial only ever costs a repeated run, never a lost task.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -275,7 +275,7 @@ mod tests {
         assert!(a.result.try_recv().is_err());
         trials.complete(&a.executor, result(a.id));
         assert_eq!(a.result.try_recv().unwrap().output, b"out");
-        trials.executor_gone(&b.executor.clone());
+        trials.executor_gone(&b.executor);
         assert!(matches!(b.result.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
         assert!(trials.lock().per_executor.is_empty() && trials.lock().waiting.is_empty());
     }
@@ -302,17 +302,10 @@ mod tests {
     #[test]
     fn no_trial_while_tasks_are_pending() {
         let (mut sm, sessions, _keep) = cluster(&[("e1", 1, 1)]);
-        let digest = Digest::of(b"m");
+        let digest = crate::state::tests::module();
         let meta =
             crate::state::ModuleMeta { digest, size: 1, kind: crate::state::ModuleKind::Component, created_at_ms: 0 };
-        let spec = crate::state::TaskSpec {
-            module: digest,
-            limits: Limits { fuel: 0, memory: 1024 * MIB, timeout_ms: 1 },
-            max_attempts: 1,
-            priority: 0,
-            args: vec![],
-            env: vec![],
-        };
+        let spec = crate::state::tests::spec(1024, 0);
         let submit =
             Command::Submit { request_id: None, tasks: vec![NewTask { spec, input: vec![] }], max_pending: None };
         sm.apply(Batch { at_ms: 2, commands: vec![Command::PutModule(meta), submit] }, &mut Effects::default());

@@ -150,36 +150,12 @@ fn merge(mut older: Pending, newer: Pending) -> Pending {
 
 #[cfg(test)]
 mod tests {
-    use wasmgrid_common::Digest;
-
     use super::*;
-    use crate::state::{Limits, TaskSpec};
+    use crate::state::tests::spec;
 
+    /// A succeeded task with a 10-byte output.
     fn record(id: TaskId) -> (TaskRecord, TaskOutput) {
-        let spec = TaskSpec {
-            module: Digest::of(b"m"),
-            limits: Limits::default(),
-            max_attempts: 1,
-            priority: 0,
-            args: vec![],
-            env: vec![],
-        };
-        let t = TaskRecord {
-            id,
-            spec,
-            input_size: 0,
-            state: TaskState::Succeeded,
-            attempts: 1,
-            executor: None,
-            error: None,
-            fuel_consumed: 0,
-            duration_ms: 0,
-            exit_code: None,
-            stderr_truncated: false,
-            created_at_ms: 0,
-            started_at_ms: 0,
-            finished_at_ms: 0,
-        };
+        let t = TaskRecord { state: TaskState::Succeeded, attempts: 1, ..TaskRecord::pending(id, spec(1, 0), 0, 0) };
         (t, TaskOutput { output: vec![b'o'; 10], ..TaskOutput::default() })
     }
 

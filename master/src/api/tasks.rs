@@ -159,7 +159,8 @@ pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
     match node.propose(Command::Cancel(id)).await? {
         Response::Refused(Refusal::TaskNotFound(_)) => Err(ApiError::NotFound(format!("task {id} not found"))),
         Response::Refused(Refusal::AlreadyFinished(_)) => {
-            let state = node.replica.state_of(id)?.map_or("finished", |s| s.as_str());
+            let state = node.replica.task(id)?.and_then(|t| convert::task_state_from(t.state()));
+            let state = state.map_or("finished", |s| s.as_str());
             Err(ApiError::FailedPrecondition(format!("task {id} has already finished ({state})")))
         }
         _ => get(node, id),

@@ -76,7 +76,7 @@ impl StateMachine {
         for t in live {
             match t.state {
                 TaskState::Pending => {
-                    sm.queue.insert(t.spec.priority, t.id, t.spec.limits.memory);
+                    sm.queue.insert(&t);
                 }
                 TaskState::Running => {
                     if let Some(e) = t.executor.as_ref().and_then(|n| sm.executors.get_mut(n)) {
@@ -220,23 +220,8 @@ impl StateMachine {
         for NewTask { spec, input } in tasks {
             let id = self.next_task_id;
             self.next_task_id += 1;
-            let record = TaskRecord {
-                id,
-                input_size: input.len() as u64,
-                spec,
-                state: TaskState::Pending,
-                attempts: 0,
-                executor: None,
-                error: None,
-                fuel_consumed: 0,
-                duration_ms: 0,
-                exit_code: None,
-                stderr_truncated: false,
-                created_at_ms: now,
-                started_at_ms: 0,
-                finished_at_ms: 0,
-            };
-            self.queue.insert(record.spec.priority, id, record.spec.limits.memory);
+            let record = TaskRecord::pending(id, spec, input.len() as u64, now);
+            self.queue.insert(&record);
             self.live.insert(id, record);
             fx.inputs.push((id, input));
             fx.changed.insert(id);
@@ -263,7 +248,7 @@ impl StateMachine {
             return response;
         };
         let id = t.id;
-        self.queue.remove(t.spec.priority, id, t.spec.limits.memory);
+        self.queue.remove(t);
         t.state = TaskState::Running;
         t.attempts = 1;
         t.executor = Some(r.executor.clone());
@@ -290,7 +275,7 @@ impl StateMachine {
         };
         if retry && t.attempts < t.spec.max_attempts {
             t.state = TaskState::Pending;
-            self.queue.insert(t.spec.priority, t.id, t.spec.limits.memory);
+            self.queue.insert(t);
             fx.changed.insert(t.id);
             return;
         }
@@ -314,7 +299,7 @@ impl StateMachine {
         };
         match (t.state, t.executor.clone()) {
             (TaskState::Pending, _) => {
-                self.queue.remove(t.spec.priority, id, t.spec.limits.memory);
+                self.queue.remove(t);
             }
             (TaskState::Running, Some(executor)) => {
                 fx.stop.push((executor, RunRef { task: id, attempt: t.attempts }));
@@ -374,7 +359,7 @@ impl StateMachine {
             fx.stop.push((name.to_string(), RunRef { task: id, attempt: t.attempts }));
             if t.attempts < t.spec.max_attempts {
                 t.state = TaskState::Pending;
-                self.queue.insert(t.spec.priority, id, t.spec.limits.memory);
+                self.queue.insert(t);
                 fx.changed.insert(id);
             } else {
                 let message = format!("executor {name} was lost; gave up after {} attempts", t.attempts);

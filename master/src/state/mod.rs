@@ -9,7 +9,7 @@ mod placement;
 mod queue;
 mod task;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use command::{Batch, Command, NewTask, Refusal, RequestId, Response};
 pub use effects::{Dispatch, Effects, RunRef};

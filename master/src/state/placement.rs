@@ -28,7 +28,7 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
         sm.executors.values().filter(|e| e.fits_now(smallest)).map(|e| e.name.clone()).collect();
     let mut placed = Vec::new();
     let mut misfits = 0;
-    for (priority, id) in sm.queue.iter() {
+    for (_, id) in sm.queue.iter() {
         if open.is_empty() || misfits > MISFIT_SCAN_LIMIT {
             break;
         }
@@ -53,13 +53,13 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
                 open.retain(|n| *n != name);
             }
         }
-        placed.push((priority, id, need, name));
+        placed.push((id, name));
     }
-    for (priority, id, need, executor) in placed {
-        sm.queue.remove(priority, id, need);
+    for (id, executor) in placed {
         let Some(t) = sm.live.get_mut(&id) else {
             continue;
         };
+        sm.queue.remove(t);
         t.state = TaskState::Running;
         t.attempts += 1;
         t.executor = Some(executor);

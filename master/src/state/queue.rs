@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{btree_map, BTreeMap, BTreeSet};
 
-use super::task::TaskId;
+use super::task::{TaskId, TaskRecord};
 
 #[derive(Debug, Default, Clone)]
 pub struct Queue {
@@ -14,16 +14,16 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn insert(&mut self, priority: i32, id: TaskId, memory: u64) {
-        if self.order.insert((Reverse(priority), id)) {
-            *self.needs.entry(memory).or_default() += 1;
+    /// Queues `t` by its priority and id, counted at its memory (both fixed in its spec).
+    pub fn insert(&mut self, t: &TaskRecord) {
+        if self.order.insert((Reverse(t.spec.priority), t.id)) {
+            *self.needs.entry(t.spec.limits.memory).or_default() += 1;
         }
     }
 
-    /// `priority` and `memory` must be those the task was inserted with.
-    pub fn remove(&mut self, priority: i32, id: TaskId, memory: u64) {
-        if self.order.remove(&(Reverse(priority), id)) {
-            if let btree_map::Entry::Occupied(mut e) = self.needs.entry(memory) {
+    pub fn remove(&mut self, t: &TaskRecord) {
+        if self.order.remove(&(Reverse(t.spec.priority), t.id)) {
+            if let btree_map::Entry::Occupied(mut e) = self.needs.entry(t.spec.limits.memory) {
                 *e.get_mut() -= 1;
                 if *e.get() == 0 {
                     e.remove();
@@ -50,23 +50,32 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::tests::spec;
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// Task `id` at `priority`, needing `memory_mib`.
+    fn task(id: TaskId, priority: i32, memory_mib: u64) -> TaskRecord {
+        TaskRecord::pending(id, spec(memory_mib, priority), 0, 0)
+    }
 
     #[test]
     fn keeps_placement_order_and_the_smallest_need() {
         let mut q = Queue::default();
-        q.insert(0, 3, 100);
-        q.insert(5, 4, 300);
-        q.insert(0, 1, 200);
-        q.insert(0, 1, 200); // again: counted once
+        let (t3, t4, t1) = (task(3, 0, 100), task(4, 5, 300), task(1, 0, 200));
+        q.insert(&t3);
+        q.insert(&t4);
+        q.insert(&t1);
+        q.insert(&t1); // again: counted once
         assert_eq!(q.iter().collect::<Vec<_>>(), vec![(5, 4), (0, 1), (0, 3)]);
-        assert_eq!(q.smallest_need(), Some(100));
-        q.remove(0, 3, 100);
-        assert_eq!(q.smallest_need(), Some(200));
-        q.remove(0, 3, 100); // not queued: no change
-        q.remove(0, 1, 200);
-        assert_eq!(q.smallest_need(), Some(300));
+        assert_eq!(q.smallest_need(), Some(100 * MIB));
+        q.remove(&t3);
+        assert_eq!(q.smallest_need(), Some(200 * MIB));
+        q.remove(&t3); // not queued: no change
+        q.remove(&t1);
+        assert_eq!(q.smallest_need(), Some(300 * MIB));
         assert_eq!(q.len(), 1);
-        q.remove(5, 4, 300);
+        q.remove(&t4);
         assert!(q.len() == 0 && q.smallest_need().is_none());
     }
 }

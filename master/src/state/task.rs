@@ -113,6 +113,28 @@ pub struct TaskRecord {
     pub finished_at_ms: i64,
 }
 
+impl TaskRecord {
+    /// A task as submitted: pending, never run.
+    pub fn pending(id: TaskId, spec: TaskSpec, input_size: u64, created_at_ms: i64) -> Self {
+        Self {
+            id,
+            spec,
+            input_size,
+            state: TaskState::Pending,
+            attempts: 0,
+            executor: None,
+            error: None,
+            fuel_consumed: 0,
+            duration_ms: 0,
+            exit_code: None,
+            stderr_truncated: false,
+            created_at_ms,
+            started_at_ms: 0,
+            finished_at_ms: 0,
+        }
+    }
+}
+
 /// The bytes a run produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskOutput {

@@ -6,11 +6,11 @@ use super::*;
 
 const MIB: u64 = 1024 * 1024;
 
-fn module() -> Digest {
+pub(crate) fn module() -> Digest {
     Digest::of(b"module")
 }
 
-fn spec(memory_mib: u64, priority: i32) -> TaskSpec {
+pub(crate) fn spec(memory_mib: u64, priority: i32) -> TaskSpec {
     TaskSpec {
         module: module(),
         limits: Limits { fuel: 0, memory: memory_mib * MIB, timeout_ms: 1000 },

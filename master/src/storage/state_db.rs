@@ -124,12 +124,10 @@ impl StateDb {
             // (nothing reads a finished task's input), nor is it in `live`. An input written
             // earlier stays until the task is forgotten: deleting it here cost a B-tree delete
             // per task when draining a deep queue.
-            let mut ids: Vec<_> = pending.inputs.keys().filter(|id| !pending.finished.contains_key(id)).collect();
-            ids.sort_unstable();
-            for id in ids {
-                if let Some(input) = pending.inputs.get(id) {
-                    inputs.insert(*id, input.as_slice())?;
-                }
+            let mut rows: Vec<_> = pending.inputs.iter().filter(|(id, _)| !pending.finished.contains_key(id)).collect();
+            rows.sort_unstable_by_key(|(id, _)| **id);
+            for (id, input) in rows {
+                inputs.insert(id, input.as_slice())?;
             }
             for (t, o) in pending.finished.values() {
                 tasks.insert(t.id, encode(t)?.as_slice())?;
