@@ -22,6 +22,8 @@ pub struct BenchOptions {
     pub sync: bool,
     /// Fuel of each task (0: the executor's default).
     pub fuel: u64,
+    /// Memory cap of each task in bytes (0: the master's default).
+    pub memory: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -48,7 +50,7 @@ pub async fn run(
     let spec = pb::TaskSpec {
         module: opts.module.clone(),
         input,
-        limits: Some(pb::Limits { fuel: opts.fuel, ..Default::default() }),
+        limits: Some(pb::Limits { fuel: opts.fuel, memory_bytes: opts.memory, ..Default::default() }),
         ..Default::default()
     };
     let started = Instant::now();

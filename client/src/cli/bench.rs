@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use wasmgrid_common::Size;
 
 use super::render::print_json;
 use super::tasks::resolve_module;
@@ -31,6 +32,11 @@ pub struct BenchArgs {
     /// Fuel of each task (default: the executor's).
     #[arg(long, default_value_t = 0)]
     pub fuel: u64,
+    /// Memory cap of each task, e.g. 16MiB (default: the master's default-memory). The
+    /// scheduler reserves each running task's cap on its executor, so a small cap lets tiny
+    /// tasks use every slot.
+    #[arg(long)]
+    pub memory: Option<Size>,
 }
 
 pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyhow::Result<i32> {
@@ -43,6 +49,7 @@ pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyho
         input_size: args.input_size,
         sync: args.sync,
         fuel: args.fuel,
+        memory: args.memory.map_or(0, Size::bytes),
     };
     let bar = ProgressBar::new(opts.tasks as u64);
     bar.set_style(

@@ -13,6 +13,11 @@ use wasmgrid_client::Client;
 
 use super::step;
 
+/// Memory cap of every benchmark task. The scheduler reserves a running task's cap on its
+/// executor: with the default 128 MiB, memory (not slots) would bound the runs at once, and
+/// these tasks touch a few pages.
+pub const TASK_MEMORY: u64 = 32 << 20;
+
 pub fn bar(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     let style = ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}}"))
@@ -29,7 +34,15 @@ pub async fn load(
     concurrency: usize,
     sync: bool,
 ) -> anyhow::Result<BenchReport> {
-    let opts = BenchOptions { module: module.to_string(), tasks, concurrency, input_size: 16, sync, fuel: 0 };
+    let opts = BenchOptions {
+        module: module.to_string(),
+        tasks,
+        concurrency,
+        input_size: 16,
+        sync,
+        fuel: 0,
+        memory: TASK_MEMORY,
+    };
     let progress = bar(tasks, "tasks");
     let shown = progress.clone();
     let report = run(client.clone(), &opts, &move |n| shown.set_position(n as u64)).await;
@@ -37,6 +50,14 @@ pub async fn load(
     let report = report?;
     anyhow::ensure!(report.failed == 0, "{} of the benchmark's tasks failed", report.failed);
     Ok(report)
+}
+
+/// The run with the higher throughput, for best-of-rounds figures.
+pub fn faster(best: Option<BenchReport>, run: BenchReport) -> BenchReport {
+    match best {
+        Some(best) if best.throughput >= run.throughput => best,
+        _ => run,
+    }
 }
 
 /// Tasks per second while `pending` tasks wait in the queue: every slot is first taken by a
@@ -49,9 +70,10 @@ pub async fn drain_rate(
     slots: u32,
     pending: usize,
 ) -> anyhow::Result<f64> {
-    let blocker = pb::TaskSpec { module: sleeper.to_string(), ..Default::default() };
+    let limits = Some(pb::Limits { memory_bytes: TASK_MEMORY, ..Default::default() });
+    let blocker = pb::TaskSpec { module: sleeper.to_string(), limits, ..Default::default() };
     let blockers = client.submit(vec![blocker; slots as usize]).await?;
-    let spec = pb::TaskSpec { module: module.to_string(), input: vec![b'x'; 16], ..Default::default() };
+    let spec = pb::TaskSpec { module: module.to_string(), input: vec![b'x'; 16], limits, ..Default::default() };
     step(&format!("queueing {pending} tasks behind {slots} sleeping ones"));
     let queued = bar(pending, "queued");
     let mut ids = Vec::with_capacity(pending);
