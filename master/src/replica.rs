@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::convert;
@@ -17,7 +18,7 @@ use crate::storage::blobs::BlobStore;
 use crate::storage::snapshot;
 use crate::storage::state_db::{StateDb, Sync};
 use crate::storage::StorageError;
-use crate::unsynced::Unsynced;
+use crate::unsynced::{Pending, Unsynced};
 use crate::waiters::{Waiter, Waiters};
 use wasmgrid_proto as pb;
 
@@ -25,19 +26,26 @@ use wasmgrid_proto as pb;
 /// much of it a restart applies again.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// A sync comes sooner when this many bytes of inputs and outputs wait in memory for it.
+/// A sync comes sooner when this many bytes of inputs and outputs wait in memory for it,
+/// and the apply that finds that much waits for the sync before it, so memory stays bounded.
 const SYNC_BYTES: usize = 64 << 20;
 
 pub struct Replica {
-    pub db: StateDb,
+    pub db: Arc<StateDb>,
     sm: RwLock<StateMachine>,
-    /// Held while a batch is applied, stored and delivered, so a reader that needs memory
-    /// and storage to agree (reconciliation) never sees one ahead of the other.
+    /// Held while a batch is applied and delivered, and while a sync starts: memory does not
+    /// change under a reader that holds it (reconciliation, listing).
     gate: Mutex<()>,
     /// What changed in memory since the last sync.
     dirty: Mutex<Dirty>,
     /// Applied inputs and finished records that storage does not hold yet.
-    unsynced: Unsynced,
+    unsynced: Arc<Unsynced>,
+    /// The sync being written on its own thread, if any: one at a time, in the order they
+    /// were taken, while batches go on being applied.
+    writing: Mutex<Option<JoinHandle<Result<(), StorageError>>>>,
+    /// Why a sync failed, once one has: every later apply and sync fails with it (Raft
+    /// stops, and a restart applies the log again from the last sync that committed).
+    failed: Mutex<Option<String>>,
     pub blobs: BlobStore,
     pub waiters: Waiters,
     pub sessions: Sessions,
@@ -47,11 +55,13 @@ impl Replica {
     pub fn open(db: StateDb, blobs: BlobStore) -> Result<Self, StorageError> {
         let sm = db.load()?;
         Ok(Self {
-            db,
+            db: Arc::new(db),
             sm: RwLock::new(sm),
             gate: Mutex::new(()),
             dirty: Mutex::new(Dirty::new()),
-            unsynced: Unsynced::default(),
+            unsynced: Arc::default(),
+            writing: Mutex::new(None),
+            failed: Mutex::new(None),
             blobs,
             waiters: Waiters::default(),
             sessions: Sessions::default(),
@@ -64,10 +74,11 @@ impl Replica {
     }
 
     /// Replaces the whole state with a received snapshot's (`snapshot::load`, then the Raft
-    /// bookkeeping in `meta`), under the gate: a sync running meanwhile (a snapshot being
-    /// built) would otherwise write the old machine's state over the new.
+    /// bookkeeping in `meta`), under the gate and after any sync being written: a sync
+    /// running meanwhile would otherwise write the old machine's state over the new.
     pub fn install(&self, path: &Path, meta: &[(&str, Vec<u8>)]) -> Result<(), StorageError> {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.settle_writing()?;
         snapshot::load(&self.db, path)?;
         self.db.put_meta(meta)?;
         self.db.sync()?;
@@ -84,9 +95,10 @@ impl Replica {
     }
 
     /// Applies entries (`None` for entries without commands), keeps what they produced for
-    /// readers until the next sync (about once a second, it writes that and the whole state
-    /// with the Raft bookkeeping in `meta` durably), then tells executors and waiters.
-    /// Blocking: call it from a blocking thread.
+    /// readers until the next sync (about once a second, on its own thread, it writes that
+    /// and the whole state with the Raft bookkeeping in `meta` durably), then tells executors
+    /// and waiters. Blocking: call it from a blocking thread. A failed sync fails the apply
+    /// after it.
     pub fn apply(
         &self,
         batches: Vec<Option<Batch>>,
@@ -123,17 +135,21 @@ impl Replica {
         // finds it here.
         self.unsynced.add(std::mem::take(&mut fx.inputs), finished);
         let forget_before = fx.forget_before.take();
+        // Every replica forgets from the same records (all that was applied before), and
+        // memory waiting for storage stays bounded: those syncs start now, after the one
+        // being written. A sync that is only due waits until none is being written.
+        let forced = forget_before.is_some() || self.unsynced.bytes() >= SYNC_BYTES;
         let sync = {
             let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
             dirty.absorb(&mut fx, &meta);
-            // Every replica forgets from the same records: all that was applied before.
-            let due = dirty.due() || forget_before.is_some() || self.unsynced.bytes() >= SYNC_BYTES;
-            due.then(|| dirty.take(&sm))
+            let start = forced || (dirty.due() && self.writing_done()?);
+            start.then(|| dirty.take(&sm))
         };
         drop(sm);
         let dispatch = self.with_inputs(std::mem::take(&mut fx.dispatch))?;
         if let Some(sync) = sync {
-            self.flush(&sync, forget_before)?;
+            self.settle_writing()?;
+            self.start_writing(sync, forget_before)?;
         }
         self.sessions.deliver(dispatch, fx.stop, fx.acks);
         for (task, waiters) in notices {
@@ -147,27 +163,51 @@ impl Replica {
     /// Writes the whole in-memory state durably now (before a snapshot).
     pub fn sync(&self) -> Result<(), StorageError> {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.settle_writing()?;
         let sync = {
             let sm = self.read();
             self.dirty.lock().unwrap_or_else(|p| p.into_inner()).take(&sm)
         };
-        self.flush(&sync, None)
+        write_sync(&self.db, &self.unsynced, self.unsynced.begin_flush(), &sync, None)
     }
 
-    /// One sync: what waited in memory and `sync`, in one durable transaction. Hold the gate.
-    fn flush(&self, sync: &Sync, forget_before: Option<i64>) -> Result<(), StorageError> {
-        let started = Instant::now();
+    /// Starts writing `sync` and every unsynced record on a thread of its own. Hold the gate,
+    /// with no sync being written.
+    fn start_writing(&self, sync: Sync, forget_before: Option<i64>) -> Result<(), StorageError> {
         let pending = self.unsynced.begin_flush();
-        self.db.write(&pending, sync, forget_before)?;
-        self.unsynced.end_flush();
-        tracing::debug!(
-            inputs = pending.inputs.len(),
-            finished = pending.finished.len(),
-            live = sync.live.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "synced state.redb"
-        );
+        let (db, unsynced) = (self.db.clone(), self.unsynced.clone());
+        let handle = std::thread::Builder::new()
+            .name("state-sync".into())
+            .spawn(move || write_sync(&db, &unsynced, pending, &sync, forget_before))?;
+        *self.writing.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(())
+    }
+
+    /// Whether no sync is being written; a finished one's error, if it failed.
+    fn writing_done(&self) -> Result<bool, StorageError> {
+        let running = self.writing.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|h| !h.is_finished());
+        if running {
+            return Ok(false);
+        }
+        self.settle_writing()?;
+        Ok(true)
+    }
+
+    /// Waits for the sync being written, if any. Fails if it or any sync before it failed.
+    fn settle_writing(&self) -> Result<(), StorageError> {
+        let handle = self.writing.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let result = match handle {
+            None => Ok(()),
+            Some(h) => h.join().unwrap_or_else(|_| Err(StorageError::Corrupt("the state sync thread panicked".into()))),
+        };
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = result {
+            *failed = Some(e.to_string());
+        }
+        match failed.as_ref() {
+            Some(why) => Err(StorageError::Corrupt(format!("a sync of state.redb failed: {why}"))),
+            None => Ok(()),
+        }
     }
 
     /// Each dispatch with its task's input, from memory or else storage.
@@ -276,24 +316,27 @@ impl Replica {
         limit: usize,
         byte_budget: usize,
     ) -> Result<(Vec<pb::Task>, bool), StorageError> {
-        // Memory and storage must agree while both are read, or a task finishing meanwhile
-        // could be missed by both.
+        // No batch is applied while memory and storage are read (a task finishing meanwhile
+        // could be missed by both). A sync may commit meanwhile: the unsynced records are
+        // read first, since a record leaves them only once storage has it.
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         let live_only = matches!(state, Some(TaskState::Pending | TaskState::Running));
+        let unsynced = if live_only {
+            Vec::new()
+        } else {
+            self.unsynced.finished_between(after.saturating_add(1), TaskId::MAX, state, limit)
+        };
         let (stored, more) =
             if live_only { (Vec::new(), false) } else { self.db.list_tasks(state, after, limit, byte_budget)? };
         // When storage stopped early, memory can only fill in below where it stopped.
         let bound = if more { stored.last().map_or(TaskId::MAX, |(t, _)| t.id) } else { TaskId::MAX };
         let mut merged: BTreeMap<TaskId, pb::Task> =
             stored.into_iter().map(|(t, o)| (t.id, convert::task(t, o, String::new()))).collect();
-        if !live_only {
-            // Newer than storage's copy, which may be the task as live at the last sync.
-            // Without a filter it may replace storage's copy of a task as live at the last sync;
-            // a record that fails the filter was never in `merged` (it is final, and final
-            // records are in one place only).
-            for (t, o) in self.unsynced.finished_between(after.saturating_add(1), bound, state, limit) {
-                merged.insert(t.id, convert::task(t, o, String::new()));
-            }
+        // Newer than storage's copy, which may be the task as live at the last sync, or the
+        // same final record if a sync committed it meanwhile. A record that fails the filter
+        // was never in `merged` (it is final, and storage holds no other final copy).
+        for (t, o) in unsynced.into_iter().filter(|(t, _)| t.id <= bound) {
+            merged.insert(t.id, convert::task(t, o, String::new()));
         }
         {
             let sm = self.read();
@@ -318,6 +361,38 @@ impl Replica {
         }
         Ok((page, more))
     }
+}
+
+impl Drop for Replica {
+    /// A sync being written finishes first: storage is not left to a thread that outlives
+    /// the replica (and holds `state.redb` open).
+    fn drop(&mut self) {
+        if let Err(e) = self.settle_writing() {
+            tracing::warn!(error = %e, "the last sync of state.redb failed");
+        }
+    }
+}
+
+/// One sync: `pending` (the unsynced records, from `begin_flush`) and `sync` in one durable
+/// transaction; the records leave memory once it has committed.
+fn write_sync(
+    db: &StateDb,
+    unsynced: &Unsynced,
+    pending: Arc<Pending>,
+    sync: &Sync,
+    forget_before: Option<i64>,
+) -> Result<(), StorageError> {
+    let started = Instant::now();
+    db.write(&pending, sync, forget_before)?;
+    unsynced.end_flush(&pending);
+    tracing::debug!(
+        inputs = pending.inputs.len(),
+        finished = pending.finished.len(),
+        live = sync.live.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "synced state.redb"
+    );
+    Ok(())
 }
 
 /// What changed in memory since the last sync, and when that was.
@@ -463,5 +538,54 @@ mod tests {
         replica.sync().unwrap();
         assert_eq!(replica.db.task(1).unwrap().map(|t| t.state), Some(TaskState::Cancelled));
         assert!(replica.db.load().unwrap().live_tasks().next().is_none(), "no longer marked live");
+    }
+
+    #[test]
+    fn a_due_sync_is_written_behind_the_applies_and_ends_before_the_replica_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
+        replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![Command::Cancel(1)] })], vec![]).unwrap();
+        std::thread::sleep(SYNC_EVERY);
+        // Due now: this apply starts the sync on a thread of its own and returns.
+        replica.apply(vec![None], vec![]).unwrap();
+        assert!(replica.writing.lock().unwrap().is_some(), "the apply left the sync to a thread");
+        let cancelled = |t: Option<pb::Task>| t.is_some_and(|t| t.state() == pb::TaskState::Cancelled);
+        assert!(cancelled(replica.task(1).unwrap()), "readable while it is written");
+        let (listed, _) = replica.list_tasks(Some(TaskState::Cancelled), 0, 10, 1 << 20).unwrap();
+        assert!(cancelled(listed.into_iter().next()));
+        replica.settle_writing().unwrap();
+        assert!(replica.unsynced.is_empty());
+        assert_eq!(replica.db.task(1).unwrap().map(|t| t.state), Some(TaskState::Cancelled));
+
+        // A sync still being written when the replica closes ends first: it lets go of
+        // state.redb, which opens again with task 2 in it.
+        replica.apply(vec![Some(Batch { at_ms: 3, commands: module_and_task() })], vec![]).unwrap();
+        std::thread::sleep(SYNC_EVERY);
+        replica.apply(vec![None], vec![]).unwrap();
+        drop(replica);
+        let replica = self::replica(dir.path());
+        assert_eq!(replica.db.input(2).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert!(replica.task(2).unwrap().is_some_and(|t| t.state() == pb::TaskState::Pending));
+    }
+
+    #[test]
+    fn after_a_failed_sync_every_apply_and_sync_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
+        // A sync written in the background fails (the disk is gone, say).
+        let failing = std::thread::spawn(|| Err(StorageError::Corrupt("the disk is gone".into())));
+        *replica.writing.lock().unwrap() = Some(failing);
+        std::thread::sleep(SYNC_EVERY);
+        fn failed<T>(r: Result<T, StorageError>) -> bool {
+            r.is_err_and(|e| e.to_string().contains("the disk is gone"))
+        }
+        assert!(failed(replica.apply(vec![None], vec![])), "the apply that finds it fails");
+        assert!(failed(replica.apply(vec![None], vec![])), "and so does every later one");
+        assert!(failed(replica.sync()));
+        // Readers go on from memory: the task is still there.
+        assert!(replica.task(1).unwrap().is_some());
+        assert_eq!(replica.list_tasks(None, 0, 10, 1 << 20).unwrap().0.len(), 1);
     }
 }

@@ -80,9 +80,13 @@ impl Unsynced {
         taken
     }
 
-    /// The sync that `begin_flush` started has committed: storage holds its records now.
-    pub fn end_flush(&self) {
-        self.write().flushing = None;
+    /// The sync that `begin_flush` started (`written`) has committed: storage holds its
+    /// records now. A generation other than the one being written is left alone.
+    pub fn end_flush(&self, written: &Arc<Pending>) {
+        let mut g = self.write();
+        if g.flushing.as_ref().is_some_and(|f| Arc::ptr_eq(f, written)) {
+            g.flushing = None;
+        }
     }
 
     /// Forgets everything (the state was replaced by a snapshot).
@@ -175,7 +179,9 @@ mod tests {
         assert_eq!(ids(u.finished_between(1, 2, None, 1)), vec![1]);
         assert_eq!(ids(u.finished_between(2, 9, Some(TaskState::Succeeded), 10)), vec![2]);
         assert!(u.finished_between(1, 2, Some(TaskState::Failed), 10).is_empty());
-        u.end_flush();
+        u.end_flush(&Arc::new(Pending::default()));
+        assert!(u.finished(1).is_some(), "another generation's end leaves this one");
+        u.end_flush(&flushing);
         assert!(u.finished(1).is_none() && u.input(1).is_none());
         assert!(u.finished(2).is_some());
         assert!(!u.is_empty());
