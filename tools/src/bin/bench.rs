@@ -217,7 +217,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     t.add("minimal: in-process ceiling (1 thread)", rate(min_ceiling));
     t.check(
         "minimal: end to end / ceiling",
-        format!("{:.0}%", 100.0 * min_async.throughput / min_ceiling),
+        format!("{:.1}%", 100.0 * min_async.throughput / min_ceiling),
         ">= 30%",
         min_async.throughput >= 0.3 * min_ceiling,
     );
@@ -235,7 +235,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     t.add("C echo: in-process ceiling (1 thread)", rate(echo_ceiling));
     t.check(
         "C echo: end to end / ceiling",
-        format!("{:.0}%", 100.0 * echo_async.throughput / echo_ceiling),
+        format!("{:.1}%", 100.0 * echo_async.throughput / echo_ceiling),
         ">= 30%",
         echo_async.throughput >= 0.3 * echo_ceiling,
     );
@@ -282,7 +282,7 @@ fn compute_rows(t: &mut Table, wasm: &[(Duration, Duration)], native: Option<&na
         t.add(format!("{name}: wasm fuel / epoch only"), format!("{} / {}", ms(fuel), ms(epoch)));
         t.check(
             format!("{name}: fuel cost over epoch only"),
-            format!("{:.0}%", (overhead - 1.0) * 100.0),
+            format!("{:.1}%", (overhead - 1.0) * 100.0),
             "<= 30%",
             overhead <= 1.3,
         );
