@@ -160,7 +160,8 @@ impl Replica {
         Ok(responses)
     }
 
-    /// Writes the whole in-memory state durably now (before a snapshot).
+    /// Writes the whole in-memory state durably now (before a snapshot). Its failure is as
+    /// sticky as a background sync's: what it took from `dirty` is not written again.
     pub fn sync(&self) -> Result<(), StorageError> {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         self.settle_writing()?;
@@ -168,7 +169,11 @@ impl Replica {
             let sm = self.read();
             self.dirty.lock().unwrap_or_else(|p| p.into_inner()).take(&sm)
         };
-        write_sync(&self.db, &self.unsynced, self.unsynced.begin_flush(), &sync, None)
+        let written = write_sync(&self.db, &self.unsynced, self.unsynced.begin_flush(), &sync, None);
+        if let Err(e) = &written {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        written
     }
 
     /// Starts writing `sync` and every unsynced record on a thread of its own. Hold the gate,
