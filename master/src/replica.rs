@@ -593,4 +593,47 @@ mod tests {
         assert!(replica.task(1).unwrap().is_some());
         assert_eq!(replica.list_tasks(None, 0, 10, 1 << 20).unwrap().0.len(), 1);
     }
+
+    #[test]
+    fn listing_finds_every_finished_task_while_syncs_commit_behind_it() {
+        const TASKS: u64 = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Arc::new(replica(dir.path()));
+        let mut commands = module_and_task();
+        if let Command::Submit { tasks, .. } = &mut commands[1] {
+            *tasks = (0..TASKS).map(|_| NewTask { spec: tests::spec(1, 0), input: b"abc".to_vec() }).collect();
+        }
+        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
+        let cancelled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = {
+            let (replica, cancelled) = (replica.clone(), cancelled.clone());
+            std::thread::spawn(move || {
+                for id in 1..=TASKS {
+                    let mut commands = vec![Command::Cancel(id)];
+                    if id % 10 == 0 {
+                        // Forgets nothing (all finished after 0 ms) but starts a sync now.
+                        commands.push(Command::Forget { before_ms: 0 });
+                    }
+                    replica.apply(vec![Some(Batch { at_ms: 2, commands })], vec![]).unwrap();
+                    cancelled.store(id, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        let mut lists = 0;
+        while !writer.is_finished() || lists == 0 {
+            let done = cancelled.load(std::sync::atomic::Ordering::SeqCst);
+            let (listed, more) = replica.list_tasks(Some(TaskState::Cancelled), 0, 10_000, usize::MAX).unwrap();
+            assert!(!more);
+            let ids: BTreeSet<TaskId> = listed.iter().map(|t| t.id).collect();
+            let missed: Vec<TaskId> = (1..=done).filter(|id| !ids.contains(id)).collect();
+            assert!(missed.is_empty(), "listing {lists} missed cancelled tasks {missed:?}");
+            for id in [1, done / 2, done].into_iter().filter(|id| (1..=done).contains(id)) {
+                let t = replica.task(id).unwrap();
+                assert!(t.as_ref().is_some_and(|t| t.state() == pb::TaskState::Cancelled), "task {id} read as {t:?}");
+            }
+            lists += 1;
+        }
+        writer.join().unwrap();
+        assert!(lists > 10, "the listing ran alongside the syncs ({lists} times)");
+    }
 }
