@@ -336,7 +336,7 @@ impl Replica {
             Vec::new()
         } else {
             // One more than a page: if memory alone fills it, the page says there is more.
-            self.unsynced.finished_between(after.saturating_add(1), TaskId::MAX, state, limit.saturating_add(1))
+            self.unsynced.finished_from(after.saturating_add(1), state, limit.saturating_add(1))
         };
         let (stored, more) =
             if live_only { (Vec::new(), false) } else { self.db.list_tasks(state, after, limit, byte_budget)? };

@@ -109,29 +109,18 @@ impl Unsynced {
         g.current.inputs.get(&id).or_else(|| g.flushing.as_ref()?.inputs.get(&id)).cloned()
     }
 
-    /// The first `limit` finished records with ids in `from..=to`, in id order, in `state`
+    /// The first `limit` finished records with ids from `from` on, in id order, in `state`
     /// if given.
-    pub fn finished_between(
-        &self,
-        from: TaskId,
-        to: TaskId,
-        state: Option<TaskState>,
-        limit: usize,
-    ) -> Vec<(TaskRecord, TaskOutput)> {
-        if from > to {
-            return Vec::new();
-        }
+    pub fn finished_from(&self, from: TaskId, state: Option<TaskState>, limit: usize) -> Vec<(TaskRecord, TaskOutput)> {
         let g = self.read();
         let wanted = |r: &&(TaskRecord, TaskOutput)| state.is_none_or(|s| s == r.0.state);
         // The generations hold different tasks; each is in id order: merge the first
         // `limit` of each.
         let mut found: BTreeMap<TaskId, &(TaskRecord, TaskOutput)> = BTreeMap::new();
         if let Some(f) = &g.flushing {
-            found.extend(f.finished.range(from..=to).map(|(_, r)| r).filter(wanted).take(limit).map(|r| (r.0.id, r)));
+            found.extend(f.finished.range(from..).map(|(_, r)| r).filter(wanted).take(limit).map(|r| (r.0.id, r)));
         }
-        found.extend(
-            g.current.finished.range(from..=to).map(|(_, r)| r).filter(wanted).take(limit).map(|r| (r.0.id, r)),
-        );
+        found.extend(g.current.finished.range(from..).map(|(_, r)| r).filter(wanted).take(limit).map(|r| (r.0.id, r)));
         found.into_values().take(limit).cloned().collect()
     }
 
@@ -175,10 +164,10 @@ mod tests {
         assert_eq!(u.input(1).as_deref(), Some(&b"in"[..]));
         assert!(u.finished(1).is_some() && u.finished(2).is_some());
         let ids = |v: Vec<(TaskRecord, TaskOutput)>| v.iter().map(|(t, _)| t.id).collect::<Vec<_>>();
-        assert_eq!(ids(u.finished_between(1, 2, None, 10)), vec![1, 2]);
-        assert_eq!(ids(u.finished_between(1, 2, None, 1)), vec![1]);
-        assert_eq!(ids(u.finished_between(2, 9, Some(TaskState::Succeeded), 10)), vec![2]);
-        assert!(u.finished_between(1, 2, Some(TaskState::Failed), 10).is_empty());
+        assert_eq!(ids(u.finished_from(1, None, 10)), vec![1, 2]);
+        assert_eq!(ids(u.finished_from(1, None, 1)), vec![1]);
+        assert_eq!(ids(u.finished_from(2, Some(TaskState::Succeeded), 10)), vec![2]);
+        assert!(u.finished_from(1, Some(TaskState::Failed), 10).is_empty());
         u.end_flush(&Arc::new(Pending::default()));
         assert!(u.finished(1).is_some(), "another generation's end leaves this one");
         u.end_flush(&flushing);
