@@ -479,14 +479,19 @@ mod tests {
 
     /// A module and one task of it with input `abc`.
     fn module_and_task() -> Vec<Command> {
+        module_and_tasks(1)
+    }
+
+    /// A module and `n` tasks of it with input `abc`.
+    fn module_and_tasks(n: u64) -> Vec<Command> {
         let digest = tests::module();
         let put = Command::PutModule(ModuleMeta { digest, size: 1, kind: ModuleKind::Component, created_at_ms: 0 });
-        let submit = Command::Submit {
-            request_id: None,
-            tasks: vec![NewTask { spec: tests::spec(1, 0), input: b"abc".to_vec() }],
-            max_pending: None,
-        };
-        vec![put, submit]
+        let tasks = (0..n).map(|_| NewTask { spec: tests::spec(1, 0), input: b"abc".to_vec() }).collect();
+        vec![put, Command::Submit { request_id: None, tasks, max_pending: None }]
+    }
+
+    fn cancelled(t: Option<pb::Task>) -> bool {
+        t.is_some_and(|t| t.state() == pb::TaskState::Cancelled)
     }
 
     #[test]
@@ -495,7 +500,6 @@ mod tests {
         let replica = replica(dir.path());
         replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_task() })], vec![]).unwrap();
         replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![Command::Cancel(1)] })], vec![]).unwrap();
-        let cancelled = |t: Option<pb::Task>| t.is_some_and(|t| t.state() == pb::TaskState::Cancelled);
         assert_eq!(replica.db.task(1).unwrap(), None, "not stored before a sync");
         assert!(cancelled(replica.task(1).unwrap()));
         let (listed, more) = replica.list_tasks(None, 0, 10, 1 << 20).unwrap();
@@ -562,7 +566,6 @@ mod tests {
         // Due now: this apply starts the sync on a thread of its own and returns.
         replica.apply(vec![None], vec![]).unwrap();
         assert!(replica.writing.lock().unwrap().is_some(), "the apply left the sync to a thread");
-        let cancelled = |t: Option<pb::Task>| t.is_some_and(|t| t.state() == pb::TaskState::Cancelled);
         assert!(cancelled(replica.task(1).unwrap()), "readable while it is written");
         let (listed, _) = replica.list_tasks(Some(TaskState::Cancelled), 0, 10, 1 << 20).unwrap();
         assert!(cancelled(listed.into_iter().next()));
@@ -606,14 +609,10 @@ mod tests {
         const TASKS: u64 = 1000;
         let dir = tempfile::tempdir().unwrap();
         let replica = Arc::new(replica(dir.path()));
-        let mut commands = module_and_task();
-        if let Command::Submit { tasks, .. } = &mut commands[1] {
-            *tasks = (0..TASKS).map(|_| NewTask { spec: tests::spec(1, 0), input: b"abc".to_vec() }).collect();
-        }
-        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
-        let cancelled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_tasks(TASKS) })], vec![]).unwrap();
+        let cancelled_up_to = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = {
-            let (replica, cancelled) = (replica.clone(), cancelled.clone());
+            let (replica, cancelled_up_to) = (replica.clone(), cancelled_up_to.clone());
             std::thread::spawn(move || {
                 for id in 1..=TASKS {
                     let mut commands = vec![Command::Cancel(id)];
@@ -622,7 +621,7 @@ mod tests {
                         commands.push(Command::Forget { before_ms: 0 });
                     }
                     replica.apply(vec![Some(Batch { at_ms: 2, commands })], vec![]).unwrap();
-                    cancelled.store(id, std::sync::atomic::Ordering::SeqCst);
+                    cancelled_up_to.store(id, std::sync::atomic::Ordering::SeqCst);
                     // Room for the lister between applies (the gate is not a fair lock).
                     std::thread::sleep(Duration::from_micros(100));
                 }
@@ -630,7 +629,7 @@ mod tests {
         };
         let mut lists = 0;
         while !writer.is_finished() || lists == 0 {
-            let done = cancelled.load(std::sync::atomic::Ordering::SeqCst);
+            let done = cancelled_up_to.load(std::sync::atomic::Ordering::SeqCst);
             let (listed, more) = replica.list_tasks(Some(TaskState::Cancelled), 0, 10_000, usize::MAX).unwrap();
             assert!(!more);
             let ids: BTreeSet<TaskId> = listed.iter().map(|t| t.id).collect();
@@ -638,7 +637,7 @@ mod tests {
             assert!(missed.is_empty(), "listing {lists} missed cancelled tasks {missed:?}");
             for id in [1, done / 2, done].into_iter().filter(|id| (1..=done).contains(id)) {
                 let t = replica.task(id).unwrap();
-                assert!(t.as_ref().is_some_and(|t| t.state() == pb::TaskState::Cancelled), "task {id} read as {t:?}");
+                assert!(cancelled(t.clone()), "task {id} read as {t:?}");
             }
             lists += 1;
         }
@@ -649,11 +648,7 @@ mod tests {
     fn a_page_filled_from_memory_alone_says_there_is_more() {
         let dir = tempfile::tempdir().unwrap();
         let replica = replica(dir.path());
-        let mut commands = module_and_task();
-        if let Command::Submit { tasks, .. } = &mut commands[1] {
-            *tasks = (0..5).map(|_| NewTask { spec: tests::spec(1, 0), input: b"abc".to_vec() }).collect();
-        }
-        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_tasks(5) })], vec![]).unwrap();
         let cancels = (1..=5).map(Command::Cancel).collect();
         replica.apply(vec![Some(Batch { at_ms: 2, commands: cancels })], vec![]).unwrap();
         assert_eq!(replica.db.task(1).unwrap(), None, "all five only in memory");
