@@ -37,8 +37,23 @@ pub struct Group {
     extra: Vec<String>,
 }
 
-/// A free port on loopback (bound, then released).
+/// Ports handed out for masters to bind later: below Linux's ephemeral range (32768 and up),
+/// from which the kernel picks the local port of every outgoing connection. A port taken
+/// from that range with `:0` and released could be given to such a connection (the suite
+/// makes thousands) before its master binds it: "Address already in use".
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free port on loopback (bound, then released), outside the ephemeral range.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        // A random pick, so test processes running side by side rarely try the same port.
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = PORTS.start + (random % u64::from(PORTS.end - PORTS.start)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
