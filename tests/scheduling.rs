@@ -112,6 +112,30 @@ async fn ten_thousand_tasks_on_twenty_executors_are_shared_fairly_within_slots()
     cluster.stop().await;
 }
 
+/// With one slot, the tasks of a module known to run short are all placed at once and wait
+/// in the executor's queue. Should the module turn slow, the queued runs do not wait behind
+/// each other for longer than a second: they start over the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_modules_tasks_queue_at_the_executor_and_start_anyway_if_it_turns_slow() {
+    let cluster = Cluster::start_with(1, |_| {}, |o| o.slots = Some(1)).await;
+    let client = cluster.client();
+    let sleeper = upload(&client, &guests::sleeper_for_input()).await;
+    let short = client.submit((0..8).map(|_| spec(&sleeper, "")).collect()).await.unwrap();
+    client.wait(&short, |t| assert_eq!(t.state(), pb::TaskState::Succeeded)).await.unwrap();
+    assert_eq!(cluster.executors[0].agent.runs.peak(), 1, "one slot, one run at a time");
+
+    let two_seconds = 2_000_000_000u64.to_le_bytes().to_vec();
+    let slow = pb::TaskSpec { input: two_seconds, ..spec(&sleeper, "") };
+    let ids = client.submit(vec![slow; 3]).await.unwrap();
+    for id in &ids {
+        assert_eq!(client.get(*id).await.unwrap().state(), pb::TaskState::Running, "queued at the executor");
+    }
+    client.wait(&ids, |t| assert_eq!(t.state(), pb::TaskState::Succeeded, "{:?}", t.error)).await.unwrap();
+    let peak = cluster.executors[0].agent.runs.peak();
+    assert!(peak >= 2, "the queued runs started over the slot after waiting: peak {peak}");
+    cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_pending_queue_bound_refuses_the_excess_and_accepts_again_once_drained() {
     let cluster = Cluster::start_with(0, |o| o.max_pending_tasks = Some(20), |_| {}).await;

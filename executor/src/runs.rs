@@ -23,7 +23,7 @@ struct Inner {
     abandoned: HashMap<RunKey, String>,
     /// Each result with when it was last sent.
     outbox: BTreeMap<RunKey, (pb::TaskResult, Instant)>,
-    /// Most runs at once so far (never more than the slots).
+    /// Most runs at once so far (more than the slots only when queued runs waited too long).
     peak: usize,
 }
 

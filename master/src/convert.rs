@@ -136,11 +136,13 @@ pub fn report(executor: &str, r: pb::TaskResult) -> Report {
 }
 
 pub fn executor_info(e: &ExecutorRecord, connected: bool, last_heartbeat_ms: i64) -> pb::ExecutorInfo {
+    let placed = u32::try_from(e.running.len()).unwrap_or(u32::MAX);
     pb::ExecutorInfo {
         name: e.name.clone(),
         addr: e.addr.clone(),
         slots: e.slots,
-        slots_in_use: u32::try_from(e.running.len()).unwrap_or(u32::MAX),
+        slots_in_use: placed.min(e.slots),
+        queued: placed.saturating_sub(e.slots),
         memory_bytes: e.memory,
         memory_reserved: e.memory_reserved,
         state: e.state.as_str().to_string(),

@@ -462,6 +462,7 @@ impl Dirty {
             requests_expired: d.requests_expired,
             next_task_id: sm.next_task_id(),
             member_addrs: sm.member_addrs().clone(),
+            short_runs: sm.short_runs().clone(),
             meta: d.meta,
         }
     }
@@ -470,7 +471,7 @@ impl Dirty {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{tests, Command, Limits, ModuleKind, ModuleMeta, NewTask};
+    use crate::state::{tests, Command, Limits, ModuleKind, ModuleMeta, NewTask, Report};
 
     fn replica(dir: &std::path::Path) -> Replica {
         let db = StateDb::open(&dir.join("state.redb")).unwrap();
@@ -517,6 +518,41 @@ mod tests {
         let replica = self::replica(dir.path());
         assert!(cancelled(replica.task(1).unwrap()));
         assert_eq!(replica.input(1).unwrap(), None);
+    }
+
+    #[test]
+    fn which_modules_run_short_is_stored_with_a_sync_and_read_back_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let n = u64::from(crate::state::short_runs::STREAK);
+        let register = Command::Register {
+            name: "e".into(),
+            addr: "e:1".into(),
+            incarnation: 1,
+            slots: n as u32,
+            memory: 1 << 30,
+            lease_ms: 1000,
+        };
+        let mut commands = vec![register];
+        commands.extend(module_and_tasks(n));
+        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
+        let report = |task| Report {
+            task,
+            attempt: 1,
+            executor: "e".into(),
+            failure: None,
+            output: TaskOutput::default(),
+            fuel_consumed: 1,
+            duration_ms: 0,
+            exit_code: None,
+            stderr_truncated: false,
+        };
+        let finish = Command::Finish((1..=n).map(report).collect());
+        replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![finish] })], vec![]).unwrap();
+        assert!(replica.read().short_runs().is_short(&tests::module()));
+        replica.sync().unwrap();
+        drop(replica);
+        assert!(self::replica(dir.path()).read().short_runs().is_short(&tests::module()));
     }
 
     #[test]

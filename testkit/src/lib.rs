@@ -198,6 +198,37 @@ pub fn sleeper(ms: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// A WASI command that sleeps as many nanoseconds as the first 8 bytes of its stdin say
+/// (little-endian; no input: no sleep), then prints `slept`: its runs are as short or as
+/// long as each task's input asks.
+pub fn sleeper_for_input() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 512) "slept")
+          (func (export "_start")
+            ;; stdin into 600..608 (zeros when empty)
+            (i32.store (i32.const 300) (i32.const 600))
+            (i32.store (i32.const 304) (i32.const 8))
+            (drop (call $read (i32.const 0) (i32.const 300) (i32.const 1) (i32.const 308)))
+            ;; one relative monotonic-clock subscription at 0, events at 64
+            (i64.store (i32.const 0) (i64.const 7))
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.load (i32.const 600)))
+            (i64.store (i32.const 32) (i64.const 0))
+            (i32.store16 (i32.const 40) (i32.const 0))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+            (i32.store (i32.const 256) (i32.const 512))
+            (i32.store (i32.const 260) (i32.const 5))
+            (drop (call $write (i32.const 1) (i32.const 256) (i32.const 1) (i32.const 264)))))"#,
+    )
+    .unwrap()
+}
+
 /// A task component that returns `bytes` bytes of zeros (it grows its memory to hold them).
 pub fn big_output(bytes: u32) -> Vec<u8> {
     let pages = bytes / 65536 + 2;

@@ -61,7 +61,7 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
 pub fn executor_json(e: &wasmgrid_proto::ExecutorInfo) -> serde_json::Value {
     json!({
         "name": e.name, "addr": e.addr, "state": e.state, "connected": e.connected,
-        "slots": e.slots, "slots_in_use": e.slots_in_use,
+        "slots": e.slots, "slots_in_use": e.slots_in_use, "queued": e.queued,
         "memory": e.memory_bytes, "memory_reserved": e.memory_reserved,
         "running": e.running.iter().map(u64::to_string).collect::<Vec<_>>(),
         "last_heartbeat_ms_ago": (e.last_heartbeat_ms >= 0).then_some(e.last_heartbeat_ms),
@@ -70,8 +70,8 @@ pub fn executor_json(e: &wasmgrid_proto::ExecutorInfo) -> serde_json::Value {
 
 pub fn print_executors(executors: &[wasmgrid_proto::ExecutorInfo]) {
     println!(
-        "{:<24} {:<12} {:>7}  {:>19}  {:>9}  {:<16} ADDR",
-        "EXECUTOR", "STATE", "SLOTS", "MEMORY RESERVED", "HEARTBEAT", "RUNNING"
+        "{:<24} {:<12} {:>7} {:>6}  {:>19}  {:>9}  {:<16} ADDR",
+        "EXECUTOR", "STATE", "SLOTS", "QUEUED", "MEMORY RESERVED", "HEARTBEAT", "RUNNING"
     );
     for e in executors {
         let memory = format!(
@@ -86,11 +86,12 @@ pub fn print_executors(executors: &[wasmgrid_proto::ExecutorInfo]) {
             running = format!("{}…", &running[..15]);
         }
         println!(
-            "{:<24} {:<12} {:>3}/{:<3}  {:>19}  {:>9}  {:<16} {}",
+            "{:<24} {:<12} {:>3}/{:<3} {:>6}  {:>19}  {:>9}  {:<16} {}",
             e.name,
             e.state,
             e.slots_in_use,
             e.slots,
+            e.queued,
             memory,
             heartbeat,
             if running.is_empty() { "-" } else { &running },

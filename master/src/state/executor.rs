@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use wasmgrid_common::EXECUTOR_QUEUE;
 
 use super::task::TaskId;
 
@@ -39,7 +40,8 @@ pub struct ExecutorRecord {
     pub state: ExecutorState,
     pub lease_ms: u64,
     pub registered_at_ms: i64,
-    /// Tasks placed here and not finished: derived from the task records, never stored.
+    /// Tasks placed here and not finished, those queued there for a slot included: derived
+    /// from the task records, never stored.
     #[serde(skip)]
     pub running: BTreeSet<TaskId>,
     /// Memory those tasks asked for: derived, never stored.
@@ -56,8 +58,15 @@ impl ExecutorRecord {
         self.memory.saturating_sub(self.memory_reserved)
     }
 
-    /// True when a task needing `memory` could be placed here now.
+    /// True when a task needing `memory` could be placed here now, on a free slot.
     pub fn fits_now(&self, memory: u64) -> bool {
-        self.state == ExecutorState::Alive && self.free_slots() > 0 && self.free_memory() >= memory
+        self.has_room(memory, false)
+    }
+
+    /// True when a task needing `memory` could be placed here now: on a free slot, or, with
+    /// `queue`, in the executor's queue of short tasks.
+    pub fn has_room(&self, memory: u64, queue: bool) -> bool {
+        let places = self.slots.saturating_add(if queue { EXECUTOR_QUEUE } else { 0 });
+        self.state == ExecutorState::Alive && self.running.len() < places as usize && self.free_memory() >= memory
     }
 }

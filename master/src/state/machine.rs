@@ -19,6 +19,7 @@ use super::executor::{ExecutorRecord, ExecutorState};
 use super::module::ModuleMeta;
 use super::placement;
 use super::queue::Queue;
+use super::short_runs::ShortRuns;
 use super::task::{Failure, FailureKind, Report, TaskId, TaskRecord, TaskState};
 
 /// The fields of a `Register` command.
@@ -46,6 +47,8 @@ pub struct StateMachine {
     request_log: VecDeque<(i64, RequestId)>,
     /// Client addresses of the masters, by Raft node id.
     member_addrs: BTreeMap<u64, String>,
+    /// Which modules run short (their tasks may queue at executors).
+    pub(super) short_runs: ShortRuns,
 }
 
 impl StateMachine {
@@ -62,8 +65,9 @@ impl StateMachine {
         live: impl IntoIterator<Item = TaskRecord>,
         requests: impl IntoIterator<Item = (RequestId, Vec<TaskId>, i64)>,
         member_addrs: BTreeMap<u64, String>,
+        short_runs: ShortRuns,
     ) -> Self {
-        let mut sm = Self { next_task_id: next_task_id.max(1), member_addrs, ..Default::default() };
+        let mut sm = Self { next_task_id: next_task_id.max(1), member_addrs, short_runs, ..Default::default() };
         sm.modules = modules.into_iter().map(|m| (m.digest, m)).collect();
         sm.executors = executors
             .into_iter()
@@ -279,6 +283,9 @@ impl StateMachine {
             fx.changed.insert(t.id);
             return;
         }
+        if !matches!(&r.failure, Some(f) if matches!(f.kind, FailureKind::ExecutorLost | FailureKind::Cancelled)) {
+            self.short_runs.record(&t.spec.module, r.duration_ms);
+        }
         t.fuel_consumed = r.fuel_consumed;
         t.duration_ms = r.duration_ms;
         t.exit_code = r.exit_code;
@@ -443,6 +450,10 @@ impl StateMachine {
     }
 
     /// Client addresses of the masters, by Raft node id.
+    pub fn short_runs(&self) -> &ShortRuns {
+        &self.short_runs
+    }
+
     pub fn member_addrs(&self) -> &BTreeMap<u64, String> {
         &self.member_addrs
     }

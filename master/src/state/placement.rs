@@ -6,6 +6,12 @@
 //! skipped, not waited on, so one big task cannot block the small ones behind it; the scan
 //! stops once no executor has a free slot and room for the smallest queued task, or after a
 //! bounded number of misfits, so placement never walks the whole queue.
+//!
+//! A task of a module known to run short (`short_runs`) may also take one of an executor's
+//! `EXECUTOR_QUEUE` places beyond its slots, and waits there for a slot: its executor then
+//! starts the next run the moment one ends, instead of after a commit and a message. Only
+//! until a task that is not short waits for a slot: no short task passes it from then on,
+//! so a stream of short tasks cannot starve it, and the queues drain to let it in.
 
 use std::cmp::Ordering;
 
@@ -23,9 +29,11 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
     let Some(smallest) = sm.queue.smallest_need() else {
         return;
     };
-    // Executors with a free slot and room for at least the smallest queued task.
+    // Short tasks may queue at executors until a task that is not short waits for a slot.
+    let mut queueing = true;
+    // Executors with room (a free slot, or a queue place) for at least the smallest queued task.
     let mut open: Vec<String> =
-        sm.executors.values().filter(|e| e.fits_now(smallest)).map(|e| e.name.clone()).collect();
+        sm.executors.values().filter(|e| e.has_room(smallest, queueing)).map(|e| e.name.clone()).collect();
     let mut placed = Vec::new();
     let mut misfits = 0;
     for (_, id) in sm.queue.iter() {
@@ -36,12 +44,17 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
             continue;
         };
         let need = task.spec.limits.memory;
+        let short = queueing && sm.short_runs.is_short(&task.spec.module);
         let best = open
             .iter()
             .filter_map(|n| sm.executors.get(n))
-            .filter(|e| e.free_memory() >= need)
+            .filter(|e| e.has_room(need, short))
             .min_by(|a, b| load_order(a, b));
         let Some(best) = best else {
+            if queueing && !short {
+                queueing = false;
+                open.retain(|n| sm.executors.get(n).is_some_and(|e| e.has_room(smallest, false)));
+            }
             misfits += 1;
             continue;
         };
@@ -49,7 +62,7 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
         if let Some(e) = sm.executors.get_mut(&name) {
             e.running.insert(id);
             e.memory_reserved += need;
-            if !e.fits_now(smallest) {
+            if !e.has_room(smallest, queueing) {
                 open.retain(|n| *n != name);
             }
         }

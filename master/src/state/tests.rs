@@ -63,6 +63,17 @@ impl World {
     }
 
     fn report(&mut self, task: TaskId, attempt: u32, executor: &str, failure: Option<Failure>) -> Effects {
+        self.report_took(task, attempt, executor, failure, 3)
+    }
+
+    fn report_took(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        executor: &str,
+        failure: Option<Failure>,
+        duration_ms: u64,
+    ) -> Effects {
         let report = Report {
             task,
             attempt,
@@ -70,7 +81,7 @@ impl World {
             failure,
             output: TaskOutput { output: b"out".to_vec(), stderr: vec![] },
             fuel_consumed: 7,
-            duration_ms: 3,
+            duration_ms,
             exit_code: None,
             stderr_truncated: false,
         };
@@ -293,6 +304,7 @@ fn restore_rebuilds_the_queue_and_the_load() {
         live,
         vec![],
         Default::default(),
+        w.sm.short_runs().clone(),
     );
     assert_eq!(restored.pending_count(), 1);
     assert_eq!(restored.executor("a").unwrap().running.len(), 2);
@@ -420,4 +432,65 @@ fn a_trial_the_executor_lost_is_queued_like_a_submit() {
     assert!(fx.finished.is_empty());
     assert_eq!(fx.dispatch.len(), 1, "placed again at once");
     assert_eq!(w.sm.live_task(1).map(|t| (t.state, t.attempts)), Some((TaskState::Running, 2)));
+}
+
+/// Runs `spec` on `executor` (alone on it) `n` times, each reported as taking `duration_ms`.
+fn run_times(w: &mut World, executor: &str, spec: &TaskSpec, n: u32, duration_ms: u64) {
+    for _ in 0..n {
+        let (ids, _) = w.submit(vec![spec.clone()]);
+        assert_eq!(w.state(ids[0]), Some(TaskState::Running));
+        w.report_took(ids[0], 1, executor, None, duration_ms);
+    }
+}
+
+fn other_module(w: &mut World) -> TaskSpec {
+    let digest = Digest::of(b"other");
+    w.apply(vec![Command::PutModule(ModuleMeta { digest, size: 1, kind: ModuleKind::Component, created_at_ms: 0 })]);
+    TaskSpec { module: digest, ..spec(16, 0) }
+}
+
+#[test]
+fn a_short_modules_tasks_queue_at_executors_beyond_their_slots_up_to_a_bound() {
+    let mut w = World::new();
+    w.register("e", 1, 64 * 1024, 1);
+    let short = spec(16, 0);
+    run_times(&mut w, "e", &short, short_runs::STREAK - 1, 1);
+    let (ids, _) = w.submit(vec![short.clone(), short.clone()]);
+    assert_eq!(w.state(ids[1]), Some(TaskState::Pending), "not short yet: one slot, one run");
+    w.report(ids[0], 1, "e", None);
+    w.report(ids[1], 1, "e", None);
+    assert!(w.sm.short_runs().is_short(&module()));
+
+    let n = wasmgrid_common::EXECUTOR_QUEUE as usize + 10;
+    let (ids, _) = w.submit(vec![short.clone(); n]);
+    let running = ids.iter().filter(|id| w.state(**id) == Some(TaskState::Running)).count();
+    assert_eq!(running, 1 + wasmgrid_common::EXECUTOR_QUEUE as usize, "one slot and the queue");
+    let other = other_module(&mut w);
+    let (late, _) = w.submit(vec![other]);
+    assert_eq!(w.state(late[0]), Some(TaskState::Pending), "a task not known short waits for a slot");
+
+    // One long run ends the streak: the rest wait for slots again.
+    w.report_took(ids[0], 1, "e", None, short_runs::SHORT_MS + 1);
+    assert!(!w.sm.short_runs().is_short(&module()));
+    let running_after = w.sm.executor("e").unwrap().running.len();
+    assert_eq!(running_after, running - 1, "nothing new is queued once the module runs long");
+}
+
+#[test]
+fn no_short_task_passes_a_task_that_waits_for_a_slot() {
+    let mut w = World::new();
+    w.register("e", 1, 64 * 1024, 1);
+    let short = spec(16, 0);
+    run_times(&mut w, "e", &short, short_runs::STREAK, 1);
+    let (first, _) = w.submit(vec![short.clone()]);
+    let other = other_module(&mut w);
+    let (long, _) = w.submit(vec![other]);
+    let (behind, _) = w.submit(vec![short.clone(), short.clone()]);
+    assert_eq!(w.state(long[0]), Some(TaskState::Pending));
+    assert!(behind.iter().all(|id| w.state(*id) == Some(TaskState::Pending)), "queued behind the long task");
+
+    // The slot frees: the long task takes it, and the short ones may queue behind it again.
+    let fx = w.report(first[0], 1, "e", None);
+    assert_eq!(placed(&fx).first(), Some(&(long[0], "e".to_string())));
+    assert!(behind.iter().all(|id| w.state(*id) == Some(TaskState::Running)));
 }

@@ -18,7 +18,9 @@ use serde::Serialize;
 
 use super::codec::{decode, encode};
 use super::StorageError;
-use crate::state::{ExecutorRecord, ModuleMeta, RequestId, StateMachine, TaskId, TaskOutput, TaskRecord, TaskState};
+use crate::state::{
+    ExecutorRecord, ModuleMeta, RequestId, ShortRuns, StateMachine, TaskId, TaskOutput, TaskRecord, TaskState,
+};
 use crate::unsynced::Pending;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -32,6 +34,7 @@ pub(crate) const REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 
 const NEXT_TASK_ID: &str = "next_task_id";
 const MEMBER_ADDRS: &str = "member_addrs";
+const SHORT_RUNS: &str = "short_runs";
 
 /// Most finished tasks one `Forget` command removes, so one apply stays short.
 pub const FORGET_BATCH: usize = 10_000;
@@ -48,6 +51,7 @@ pub struct Sync {
     pub requests_expired: Vec<RequestId>,
     pub next_task_id: TaskId,
     pub member_addrs: BTreeMap<u64, String>,
+    pub short_runs: ShortRuns,
     /// Raft bookkeeping (last applied log id, membership), already encoded.
     pub meta: Vec<(&'static str, Vec<u8>)>,
 }
@@ -83,6 +87,7 @@ impl StateDb {
         let tx = self.db.begin_read()?;
         let next_task_id: TaskId = read_meta(&tx.open_table(META)?, NEXT_TASK_ID)?.unwrap_or(1);
         let member_addrs: BTreeMap<u64, String> = read_meta(&tx.open_table(META)?, MEMBER_ADDRS)?.unwrap_or_default();
+        let short_runs: ShortRuns = read_meta(&tx.open_table(META)?, SHORT_RUNS)?.unwrap_or_default();
         let modules = values::<_, ModuleMeta>(&tx.open_table(MODULES)?)?;
         let executors = values::<_, ExecutorRecord>(&tx.open_table(EXECUTORS)?)?;
         let tasks = tx.open_table(TASKS)?;
@@ -101,7 +106,7 @@ impl StateDb {
             let (ids, at): (Vec<TaskId>, i64) = decode(v.value())?;
             requests.push((key, ids, at));
         }
-        Ok(StateMachine::restore(next_task_id, modules, executors, live, requests, member_addrs))
+        Ok(StateMachine::restore(next_task_id, modules, executors, live, requests, member_addrs, short_runs))
     }
 
     /// Reads one Raft bookkeeping value.
@@ -260,6 +265,7 @@ fn write_sync(tx: &redb::WriteTransaction, sync: &Sync) -> Result<(), StorageErr
     let mut meta = tx.open_table(META)?;
     meta.insert(NEXT_TASK_ID, encode(&sync.next_task_id)?.as_slice())?;
     meta.insert(MEMBER_ADDRS, encode(&sync.member_addrs)?.as_slice())?;
+    meta.insert(SHORT_RUNS, encode(&sync.short_runs)?.as_slice())?;
     for (k, v) in &sync.meta {
         meta.insert(*k, v.as_slice())?;
     }
