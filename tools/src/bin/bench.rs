@@ -192,6 +192,16 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let executor_rss = e2e::rss_mib(cluster.executor.child.id())?;
     drop(cluster);
 
+    // What a user gets without tuning: one slot per CPU, as the executor defaults to.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    step(&format!("minimal component on an executor with the default slots ({cpus})"));
+    let default_slots = {
+        let cluster = LocalCluster::start(cpus, &[]).await?;
+        let client = Arc::new(cluster.client()?);
+        let digest = client.upload_module(&minimal, Arc::new(|_| {})).await?.digest;
+        e2e::load(&client, &digest, n.throughput_tasks, IN_FLIGHT, false).await?
+    };
+
     let ray = if args.no_ray {
         None
     } else {
@@ -214,6 +224,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         format!("p50 <= 2x fsync ({})", ms(fsync * 2)),
         min_sync.latency_p50_ms <= 2.0 * fsync.as_secs_f64() * 1000.0,
     );
+    t.add(format!("minimal: throughput, default slots ({cpus})"), rate(default_slots.throughput));
     t.add("minimal: in-process ceiling (1 thread)", rate(min_ceiling));
     t.check(
         "minimal: end to end / ceiling",
