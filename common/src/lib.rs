@@ -20,6 +20,5 @@ pub use size::Size;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Tasks of a module known to run short that a master may assign to an executor beyond its
-/// slots; they wait in the executor's queue for a slot (see the master's `short_runs`). The
-/// executor sizes its instance pool for its slots plus these.
+/// slots; they wait in the executor's queue for a slot (see the master's `short_runs`).
 pub const EXECUTOR_QUEUE: u32 = 128;

@@ -27,11 +27,6 @@ use crate::sandbox::{Job, Kind, Outcome, Sandbox};
 
 /// A result the leader has not acknowledged this long after it was sent is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
-/// Longest a run assigned here waits for a free slot before it starts anyway. Only runs the
-/// leader queued here beyond the slots (their module ran short so far) wait at all; should
-/// such a module turn slow, its queued runs still start within this, as the leader's view of
-/// their deadlines (counted from the assignment) expects.
-const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// What the agent shares with the status API.
 #[derive(Default)]
@@ -308,29 +303,20 @@ impl Agent {
         });
     }
 
+    /// Runs an assigned task once a slot is free. Runs the leader queued here beyond the
+    /// slots (a module known to run short) wait for one in order, and say so in heartbeats.
     async fn execute(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
-        let _permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let queued = tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned());
-                tokio::select! {
-                    waited = queued => match waited {
-                        Ok(Ok(permit)) => Some(permit),
-                        Ok(Err(_)) => {
-                            return failure(pb::FailureKind::ExecutorLost, "the executor is shutting down".into())
-                        }
-                        Err(_) => {
-                            tracing::info!(task_id = a.task_id, "no slot freed within {QUEUE_WAIT:?}; starting over the slots");
-                            None
-                        }
-                    },
-                    _ = cancel.cancelled() => None,
-                }
-            }
+        let permit = tokio::select! {
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            _ = cancel.cancelled() => None,
         };
         if cancel.is_cancelled() {
             return failure(pb::FailureKind::Cancelled, "cancelled before it started".into());
         }
+        let Some(_permit) = permit else {
+            return failure(pb::FailureKind::ExecutorLost, "the executor is shutting down".into());
+        };
+        self.runs.started((a.task_id, a.attempt));
         self.execute_counted(a, cancel).await
     }
 

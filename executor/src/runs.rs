@@ -4,7 +4,7 @@
 //! A run given up by the executor itself (it drains, or lost the masters for longer than its
 //! lease) is reported as `executor_lost`, so the master runs it elsewhere.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,13 @@ pub type RunKey = (u64, u32);
 #[derive(Default)]
 struct Inner {
     running: HashMap<RunKey, CancellationToken>,
+    /// Held runs not started yet: waiting for a slot.
+    waiting: HashSet<RunKey>,
     /// Runs this executor gave up, and why.
     abandoned: HashMap<RunKey, String>,
     /// Each result with when it was last sent.
     outbox: BTreeMap<RunKey, (pb::TaskResult, Instant)>,
-    /// Most runs at once so far (more than the slots only when queued runs waited too long).
+    /// Most runs at once so far (never more than the slots).
     peak: usize,
 }
 
@@ -45,7 +47,13 @@ impl Runs {
         }
         let token = CancellationToken::new();
         runs.running.insert(key, token.clone());
+        runs.waiting.insert(key);
         Some(token)
+    }
+
+    /// A held run got its slot and starts.
+    pub fn started(&self, key: RunKey) {
+        self.lock().waiting.remove(&key);
     }
 
     /// Records how many runs are executing right now (for the peak).
@@ -62,6 +70,7 @@ impl Runs {
     pub fn finish(&self, key: RunKey, o: Outcome) {
         let mut runs = self.lock();
         runs.running.remove(&key);
+        runs.waiting.remove(&key);
         let o = match runs.abandoned.remove(&key) {
             Some(why) => Outcome { failure: Some((pb::FailureKind::ExecutorLost, why)), ..o },
             None => o,
@@ -110,13 +119,13 @@ impl Runs {
         }
     }
 
-    /// Every run held: running, or finished and not yet acknowledged.
+    /// Every run held: waiting for a slot, running, or finished and not yet acknowledged.
     pub fn held(&self) -> Vec<pb::RunningTask> {
         let runs = self.lock();
         runs.running
             .keys()
             .chain(runs.outbox.keys())
-            .map(|(task_id, attempt)| pb::RunningTask { task_id: *task_id, attempt: *attempt })
+            .map(|key| pb::RunningTask { task_id: key.0, attempt: key.1, waiting: runs.waiting.contains(key) })
             .collect()
     }
 

@@ -1,7 +1,9 @@
 //! The master's background loops, each watching the one shutdown token:
 //! - leadership: notices when this master gains or loses the lead; on a loss it ends every
 //!   executor session so executors move to the new leader;
-//! - leases: on the leader, declares executors lost once silent past their lease;
+//! - leases: on the leader, declares executors lost once silent past their lease, fails
+//!   runs past their timeout that no executor reported, and starts the count of which
+//!   modules run short when the state has none;
 //! - waiters: forgets waits of clients that went away;
 //! - announce: makes sure the group knows where clients reach this master;
 //! - blobs: fetches module blobs this master lacks (after a snapshot or being away);
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
+use crate::sessions;
 use crate::state::{Command, ExecutorState};
 
 pub fn spawn_all(node: &Arc<Node>, shutdown: &CancellationToken) {
@@ -102,6 +105,11 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
         let Some(since) = node.leader_since() else {
             continue;
         };
+        if node.replica.read().short_runs().is_none() {
+            if let Err(e) = node.propose(Command::TrackShortRuns).await {
+                tracing::debug!(error = %e, "could not start counting short runs yet");
+            }
+        }
         let now = Instant::now();
         let expired: Vec<(String, u64)> = {
             let sm = node.replica.read();
@@ -127,8 +135,14 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
                 Err(e) => tracing::debug!(error = %e, "could not declare executor lost"),
             }
         }
-        // A run past its timeout whose executor never said so: fail it here.
-        let overdue = node.replica.read().overdue(now_ms(), TIMEOUT_GRACE_MS);
+        // A run past its timeout whose executor never said so: fail it here. A run its
+        // executor reported waiting for a slot started after that report, within one
+        // heartbeat of it if the next one no longer says waiting.
+        let sessions = &node.replica.sessions;
+        let overdue = node.replica.read().overdue(now_ms(), TIMEOUT_GRACE_MS, |executor, run| {
+            let heartbeat = i64::try_from(sessions::keepalive_interval(executor.lease()).as_millis()).unwrap_or(0);
+            sessions.last_waiting(&executor.name, run).map(|at| at.saturating_add(heartbeat))
+        });
         for (task, attempt) in overdue {
             tracing::warn!(task_id = task, attempt, "run past its timeout and not reported; failing it");
             if let Err(e) = node.propose(Command::Expire { task, attempt }).await {
@@ -141,7 +155,7 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
 /// How long past a run's timeout the leader waits for the executor's own report.
 const TIMEOUT_GRACE_MS: i64 = 3_000;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

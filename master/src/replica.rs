@@ -462,7 +462,7 @@ impl Dirty {
             requests_expired: d.requests_expired,
             next_task_id: sm.next_task_id(),
             member_addrs: sm.member_addrs().clone(),
-            short_runs: sm.short_runs().clone(),
+            short_runs: sm.short_runs().cloned(),
             meta: d.meta,
         }
     }
@@ -521,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn which_modules_run_short_is_stored_with_a_sync_and_read_back_on_open() {
+    fn short_runs_count_from_the_entry_that_starts_them_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let replica = replica(dir.path());
         let n = u64::from(crate::state::short_runs::STREAK);
@@ -533,9 +533,6 @@ mod tests {
             memory: 1 << 30,
             lease_ms: 1000,
         };
-        let mut commands = vec![register];
-        commands.extend(module_and_tasks(n));
-        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
         let report = |task| Report {
             task,
             attempt: 1,
@@ -547,12 +544,28 @@ mod tests {
             exit_code: None,
             stderr_truncated: false,
         };
+        // n short runs before the count starts: they count for nothing.
+        let mut commands = vec![register];
+        commands.extend(module_and_tasks(n));
         let finish = Command::Finish((1..=n).map(report).collect());
-        replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![finish] })], vec![]).unwrap();
-        assert!(replica.read().short_runs().is_short(&tests::module()));
+        let batches = vec![Some(Batch { at_ms: 1, commands }), Some(Batch { at_ms: 2, commands: vec![finish] })];
+        replica.apply(batches, vec![]).unwrap();
+        assert!(replica.task(n).unwrap().is_some_and(|t| t.state() == pb::TaskState::Succeeded));
+        assert!(replica.read().short_runs().is_none());
         replica.sync().unwrap();
         drop(replica);
-        assert!(self::replica(dir.path()).read().short_runs().is_short(&tests::module()));
+        let replica = self::replica(dir.path());
+        assert!(replica.read().short_runs().is_none(), "stored as not counted");
+
+        let mut commands = vec![Command::TrackShortRuns];
+        commands.extend(module_and_tasks(n));
+        let finish = Command::Finish((n + 1..=2 * n).map(report).collect());
+        let batches = vec![Some(Batch { at_ms: 3, commands }), Some(Batch { at_ms: 4, commands: vec![finish] })];
+        replica.apply(batches, vec![]).unwrap();
+        assert!(replica.read().runs_short(&tests::module()));
+        replica.sync().unwrap();
+        drop(replica);
+        assert!(self::replica(dir.path()).read().runs_short(&tests::module()));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The leader's open executor streams: where to send assignments, cancellations and result
-//! acknowledgements, and when each executor was last heard from (its lease).
+//! acknowledgements, when each executor was last heard from (its lease), and which of its
+//! runs it last said were still waiting for a slot.
 //!
 //! Sends never block: an executor whose stream is full or gone loses its session, reconnects,
 //! and is brought up to date by the reconciliation that follows every `Hello`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -35,7 +36,15 @@ pub struct Sessions {
     /// When each executor incarnation was last heard from, kept after its stream closes so
     /// the lease runs from the last message, not from the disconnect.
     seen: Mutex<HashMap<String, SessionInfo>>,
+    /// Per executor, each held run it last reported waiting for a slot, and when (ms since
+    /// the epoch): such a run has not started, so its timeout has not begun.
+    waiting: Mutex<HashMap<String, HashMap<RunRef, i64>>>,
     next_id: AtomicU64,
+}
+
+/// How often an executor with lease `lease` sends a heartbeat.
+pub fn keepalive_interval(lease: Duration) -> Duration {
+    (lease / 4).max(Duration::from_millis(25))
 }
 
 /// When an executor incarnation was last heard from, and whether its stream is open now.
@@ -111,6 +120,25 @@ impl Sessions {
         self.seen().insert(name.to_string(), SessionInfo { incarnation, last_seen: Instant::now(), connected: true });
     }
 
+    /// Takes note of the runs `name` holds (from its `Hello` or a heartbeat, at `now_ms`):
+    /// those waiting for a slot are marked waiting as of now; the rest keep when they were
+    /// last seen waiting, if ever; runs it no longer holds are forgotten.
+    pub fn note_held(&self, name: &str, held: &[pb::RunningTask], now_ms: i64) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let runs = waiting.entry(name.to_string()).or_default();
+        let keep: HashSet<RunRef> = held.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
+        runs.retain(|run, _| keep.contains(run));
+        for r in held.iter().filter(|r| r.waiting) {
+            runs.insert(RunRef { task: r.task_id, attempt: r.attempt }, now_ms);
+        }
+    }
+
+    /// When `name` last reported `run` waiting for a slot, if it ever did.
+    pub fn last_waiting(&self, name: &str, run: RunRef) -> Option<i64> {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.get(name)?.get(&run).copied()
+    }
+
     pub fn info(&self, name: &str) -> Option<SessionInfo> {
         self.seen().get(name).copied()
     }
@@ -173,7 +201,7 @@ pub fn message(kind: pb::master_message::Kind) -> pb::MasterMessage {
 fn group(runs: Vec<(String, RunRef)>) -> BTreeMap<String, Vec<pb::RunningTask>> {
     let mut out: BTreeMap<String, Vec<pb::RunningTask>> = BTreeMap::new();
     for (name, r) in runs {
-        out.entry(name).or_default().push(pb::RunningTask { task_id: r.task, attempt: r.attempt });
+        out.entry(name).or_default().push(pb::RunningTask { task_id: r.task, attempt: r.attempt, waiting: false });
     }
     out
 }

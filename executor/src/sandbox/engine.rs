@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmgrid_common::EXECUTOR_QUEUE;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 /// How often running guests are interrupted to yield and to check their deadlines.
@@ -35,8 +34,7 @@ pub fn build_metered(slots: u32, fuel: bool) -> wasmtime::Result<Engine> {
         .async_stack_size(MAX_WASM_STACK + 1024 * 1024)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true);
-    // A run queued beyond the slots may start over them (see the agent's `QUEUE_WAIT`).
-    let runs = slots.max(1) + EXECUTOR_QUEUE + 4;
+    let runs = slots.max(1) + 4;
     let mut pool = PoolingAllocationConfig::default();
     // A C task linked through the preview1 adapter instantiates several core instances,
     // memories and tables per run; leave room for that.

@@ -102,12 +102,13 @@ async fn serve(
         return;
     }
     tracing::info!(executor = %name, slots = hello.slots, addr = %hello.advertise_addr, "executor registered");
-    let interval = (lease / 4).max(Duration::from_millis(25));
+    let interval = crate::sessions::keepalive_interval(lease);
     let welcome = pb::Welcome {
         keepalive_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(1000),
         leader: node.config.name.clone(),
     };
     let _ = tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await;
+    node.replica.sessions.note_held(&name, &hello.running, crate::background::now_ms());
     let held: Vec<RunRef> = hello.running.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
     match node.replica.reconcile(&name, &held) {
         Ok((0, 0)) => {}
@@ -148,7 +149,10 @@ async fn serve(
                             let _ = tx.send(Ok(message(pb::master_message::Kind::Farewell(pb::Farewell {})))).await;
                         }
                     }
-                    Kind::Hello(_) | Kind::Heartbeat(_) => {}
+                    Kind::Heartbeat(hb) => {
+                        node.replica.sessions.note_held(&name, &hb.running, crate::background::now_ms())
+                    }
+                    Kind::Hello(_) => {}
                 }
             }
             Ok(Some(_)) => {}

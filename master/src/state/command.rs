@@ -88,6 +88,11 @@ pub enum Command {
         /// The run's outcome; its `task` and `attempt` are ignored (the task gets an id here).
         report: Box<Report>,
     },
+    /// Start keeping which modules run short (`short_runs`), from this entry on. A leader
+    /// proposes it when its state has none (a new cluster, or one written by a version that
+    /// kept none), so every replica starts counting at the same entry, wherever its replay
+    /// of the log began.
+    TrackShortRuns,
 }
 
 /// What applying one command answers to its proposer.

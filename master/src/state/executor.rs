@@ -54,6 +54,10 @@ impl ExecutorRecord {
         self.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
     }
 
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ms)
+    }
+
     pub fn free_memory(&self) -> u64 {
         self.memory.saturating_sub(self.memory_reserved)
     }

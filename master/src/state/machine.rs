@@ -47,8 +47,9 @@ pub struct StateMachine {
     request_log: VecDeque<(i64, RequestId)>,
     /// Client addresses of the masters, by Raft node id.
     member_addrs: BTreeMap<u64, String>,
-    /// Which modules run short (their tasks may queue at executors).
-    pub(super) short_runs: ShortRuns,
+    /// Which modules run short (their tasks may queue at executors); `None` until a
+    /// `TrackShortRuns` entry starts the count.
+    pub(super) short_runs: Option<ShortRuns>,
 }
 
 impl StateMachine {
@@ -65,7 +66,7 @@ impl StateMachine {
         live: impl IntoIterator<Item = TaskRecord>,
         requests: impl IntoIterator<Item = (RequestId, Vec<TaskId>, i64)>,
         member_addrs: BTreeMap<u64, String>,
-        short_runs: ShortRuns,
+        short_runs: Option<ShortRuns>,
     ) -> Self {
         let mut sm = Self { next_task_id: next_task_id.max(1), member_addrs, short_runs, ..Default::default() };
         sm.modules = modules.into_iter().map(|m| (m.digest, m)).collect();
@@ -177,6 +178,10 @@ impl StateMachine {
                 }
                 Response::Done
             }
+            Command::TrackShortRuns => {
+                self.short_runs.get_or_insert_default();
+                Response::Done
+            }
             Command::Forget { before_ms } => {
                 // Finished tasks live in storage only: the store does the forgetting.
                 fx.forget_before = Some(fx.forget_before.map_or(before_ms, |b| b.max(before_ms)));
@@ -283,8 +288,10 @@ impl StateMachine {
             fx.changed.insert(t.id);
             return;
         }
-        if !matches!(&r.failure, Some(f) if matches!(f.kind, FailureKind::ExecutorLost | FailureKind::Cancelled)) {
-            self.short_runs.record(&t.spec.module, r.duration_ms);
+        let ran =
+            !matches!(&r.failure, Some(f) if matches!(f.kind, FailureKind::ExecutorLost | FailureKind::Cancelled));
+        if let Some(short_runs) = self.short_runs.as_mut().filter(|_| ran) {
+            short_runs.record(&t.spec.module, r.duration_ms);
         }
         t.fuel_consumed = r.fuel_consumed;
         t.duration_ms = r.duration_ms;
@@ -449,11 +456,17 @@ impl StateMachine {
         self.live.len() - self.queue.len()
     }
 
-    /// Client addresses of the masters, by Raft node id.
-    pub fn short_runs(&self) -> &ShortRuns {
-        &self.short_runs
+    /// Which modules run short, once counted (see `Command::TrackShortRuns`).
+    pub fn short_runs(&self) -> Option<&ShortRuns> {
+        self.short_runs.as_ref()
     }
 
+    /// True when tasks of `module` may queue at executors beyond their slots.
+    pub fn runs_short(&self, module: &Digest) -> bool {
+        self.short_runs.as_ref().is_some_and(|s| s.is_short(module))
+    }
+
+    /// Client addresses of the masters, by Raft node id.
     pub fn member_addrs(&self) -> &BTreeMap<u64, String> {
         &self.member_addrs
     }
@@ -477,16 +490,25 @@ impl StateMachine {
     }
 
     /// Running tasks whose timeout (plus `grace_ms`) has passed at `now_ms`: (task, attempt).
-    pub fn overdue(&self, now_ms: i64, grace_ms: i64) -> Vec<(TaskId, u32)> {
+    /// A run's timeout counts from its placement, or from `not_started_before` when that
+    /// says later (its executor reported it waiting for a slot).
+    pub fn overdue(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+        not_started_before: impl Fn(&ExecutorRecord, RunRef) -> Option<i64>,
+    ) -> Vec<(TaskId, u32)> {
         self.executors
             .values()
-            .flat_map(|e| e.running.iter())
-            .filter_map(|id| self.live.get(id))
-            .filter(|t| {
+            .flat_map(|e| e.running.iter().map(move |id| (e, id)))
+            .filter_map(|(e, id)| Some((e, self.live.get(id)?)))
+            .filter(|(e, t)| {
                 let timeout = i64::try_from(t.spec.limits.timeout_ms).unwrap_or(i64::MAX);
-                t.started_at_ms.saturating_add(timeout).saturating_add(grace_ms) < now_ms
+                let waited = not_started_before(e, RunRef { task: t.id, attempt: t.attempts });
+                let started = waited.map_or(t.started_at_ms, |w| w.max(t.started_at_ms));
+                started.saturating_add(timeout).saturating_add(grace_ms) < now_ms
             })
-            .map(|t| (t.id, t.attempts))
+            .map(|(_, t)| (t.id, t.attempts))
             .collect()
     }
 

@@ -10,8 +10,9 @@
 //! A task of a module known to run short (`short_runs`) may also take one of an executor's
 //! `EXECUTOR_QUEUE` places beyond its slots, and waits there for a slot: its executor then
 //! starts the next run the moment one ends, instead of after a commit and a message. Only
-//! until a task that is not short waits for a slot: no short task passes it from then on,
-//! so a stream of short tasks cannot starve it, and the queues drain to let it in.
+//! until a task that is not short waits for room (a slot, or memory): no short task passes
+//! it from then on, so a stream of short tasks cannot starve it, and the queues drain to let
+//! it in. A task bigger than every executor does not stop the queueing.
 
 use std::cmp::Ordering;
 
@@ -44,14 +45,18 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
             continue;
         };
         let need = task.spec.limits.memory;
-        let short = queueing && sm.short_runs.is_short(&task.spec.module);
+        let short = queueing && sm.runs_short(&task.spec.module);
         let best = open
             .iter()
             .filter_map(|n| sm.executors.get(n))
             .filter(|e| e.has_room(need, short))
             .min_by(|a, b| load_order(a, b));
         let Some(best) = best else {
-            if queueing && !short {
+            // A task that is not short and could run once room frees (a slot, or memory the
+            // queued ones hold): nothing passes it from here on. One too big for every
+            // executor waits for a bigger one without holding the queues up.
+            let could_fit = sm.executors.values().any(|e| e.state == ExecutorState::Alive && e.memory >= need);
+            if queueing && !short && could_fit {
                 queueing = false;
                 open.retain(|n| sm.executors.get(n).is_some_and(|e| e.has_room(smallest, false)));
             }

@@ -30,7 +30,7 @@ impl World {
     fn new() -> Self {
         let mut w = Self { sm: StateMachine::new(), now: 1_000 };
         let meta = ModuleMeta { digest: module(), size: 1, kind: ModuleKind::Component, created_at_ms: 0 };
-        w.apply(vec![Command::PutModule(meta)]);
+        w.apply(vec![Command::PutModule(meta), Command::TrackShortRuns]);
         w
     }
 
@@ -304,7 +304,7 @@ fn restore_rebuilds_the_queue_and_the_load() {
         live,
         vec![],
         Default::default(),
-        w.sm.short_runs().clone(),
+        w.sm.short_runs().cloned(),
     );
     assert_eq!(restored.pending_count(), 1);
     assert_eq!(restored.executor("a").unwrap().running.len(), 2);
@@ -373,8 +373,13 @@ fn an_overdue_run_is_expired_as_a_timeout_once() {
     w.register("a", 1, 256, 1);
     let (ids, _) = w.submit(vec![spec(1, 0)]);
     let started = w.sm.live_task(ids[0]).unwrap().started_at_ms;
-    assert!(w.sm.overdue(started + 1000, 500).is_empty());
-    assert_eq!(w.sm.overdue(started + 1501, 500), vec![(ids[0], 1)]);
+    let placed = |_: &ExecutorRecord, _: RunRef| None;
+    assert!(w.sm.overdue(started + 1000, 500, placed).is_empty());
+    assert_eq!(w.sm.overdue(started + 1501, 500, placed), vec![(ids[0], 1)]);
+    // Reported waiting for a slot until later: its timeout counts from then.
+    let waited = |e: &ExecutorRecord, run: RunRef| (e.name == "a" && run.task == ids[0]).then_some(started + 700);
+    assert!(w.sm.overdue(started + 1501, 500, waited).is_empty());
+    assert_eq!(w.sm.overdue(started + 2201, 500, waited), vec![(ids[0], 1)]);
     let (_, fx) = w.apply(vec![Command::Expire { task: ids[0], attempt: 1 }]);
     assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::Timeout);
     assert_eq!(fx.stop, vec![("a".to_string(), RunRef { task: ids[0], attempt: 1 })]);
@@ -459,7 +464,7 @@ fn a_short_modules_tasks_queue_at_executors_beyond_their_slots_up_to_a_bound() {
     assert_eq!(w.state(ids[1]), Some(TaskState::Pending), "not short yet: one slot, one run");
     w.report(ids[0], 1, "e", None);
     w.report(ids[1], 1, "e", None);
-    assert!(w.sm.short_runs().is_short(&module()));
+    assert!(w.sm.runs_short(&module()));
 
     let n = wasmgrid_common::EXECUTOR_QUEUE as usize + 10;
     let (ids, _) = w.submit(vec![short.clone(); n]);
@@ -471,7 +476,7 @@ fn a_short_modules_tasks_queue_at_executors_beyond_their_slots_up_to_a_bound() {
 
     // One long run ends the streak: the rest wait for slots again.
     w.report_took(ids[0], 1, "e", None, short_runs::SHORT_MS + 1);
-    assert!(!w.sm.short_runs().is_short(&module()));
+    assert!(!w.sm.runs_short(&module()));
     let running_after = w.sm.executor("e").unwrap().running.len();
     assert_eq!(running_after, running - 1, "nothing new is queued once the module runs long");
 }
@@ -493,4 +498,23 @@ fn no_short_task_passes_a_task_that_waits_for_a_slot() {
     let fx = w.report(first[0], 1, "e", None);
     assert_eq!(placed(&fx).first(), Some(&(long[0], "e".to_string())));
     assert!(behind.iter().all(|id| w.state(*id) == Some(TaskState::Running)));
+}
+
+#[test]
+fn a_task_too_big_for_every_executor_does_not_stop_short_tasks_from_queueing() {
+    let mut w = World::new();
+    w.register("e", 1, 1024, 1);
+    let short = spec(16, 0);
+    run_times(&mut w, "e", &short, short_runs::STREAK, 1);
+    let too_big = TaskSpec { limits: Limits { memory: 4096 * MIB, ..short.limits }, ..other_module(&mut w) };
+    let (big, _) = w.submit(vec![too_big]);
+    let (behind, _) = w.submit(vec![short.clone(); 3]);
+    assert_eq!(w.state(big[0]), Some(TaskState::Pending));
+    assert!(behind.iter().all(|id| w.state(*id) == Some(TaskState::Running)), "queued past it");
+    // One that fits the executor once its memory frees stops them, like one waiting for a slot.
+    let fits_later = TaskSpec { limits: Limits { memory: 1000 * MIB, ..short.limits }, ..other_module(&mut w) };
+    let (fits_later, _) = w.submit(vec![fits_later]);
+    let (after, _) = w.submit(vec![short.clone()]);
+    assert_eq!(w.state(fits_later[0]), Some(TaskState::Pending));
+    assert_eq!(w.state(after[0]), Some(TaskState::Pending), "does not pass the task waiting for memory");
 }

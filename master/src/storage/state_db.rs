@@ -51,7 +51,7 @@ pub struct Sync {
     pub requests_expired: Vec<RequestId>,
     pub next_task_id: TaskId,
     pub member_addrs: BTreeMap<u64, String>,
-    pub short_runs: ShortRuns,
+    pub short_runs: Option<ShortRuns>,
     /// Raft bookkeeping (last applied log id, membership), already encoded.
     pub meta: Vec<(&'static str, Vec<u8>)>,
 }
@@ -87,7 +87,7 @@ impl StateDb {
         let tx = self.db.begin_read()?;
         let next_task_id: TaskId = read_meta(&tx.open_table(META)?, NEXT_TASK_ID)?.unwrap_or(1);
         let member_addrs: BTreeMap<u64, String> = read_meta(&tx.open_table(META)?, MEMBER_ADDRS)?.unwrap_or_default();
-        let short_runs: ShortRuns = read_meta(&tx.open_table(META)?, SHORT_RUNS)?.unwrap_or_default();
+        let short_runs: Option<ShortRuns> = read_meta(&tx.open_table(META)?, SHORT_RUNS)?;
         let modules = values::<_, ModuleMeta>(&tx.open_table(MODULES)?)?;
         let executors = values::<_, ExecutorRecord>(&tx.open_table(EXECUTORS)?)?;
         let tasks = tx.open_table(TASKS)?;
@@ -265,7 +265,10 @@ fn write_sync(tx: &redb::WriteTransaction, sync: &Sync) -> Result<(), StorageErr
     let mut meta = tx.open_table(META)?;
     meta.insert(NEXT_TASK_ID, encode(&sync.next_task_id)?.as_slice())?;
     meta.insert(MEMBER_ADDRS, encode(&sync.member_addrs)?.as_slice())?;
-    meta.insert(SHORT_RUNS, encode(&sync.short_runs)?.as_slice())?;
+    match &sync.short_runs {
+        Some(short_runs) => meta.insert(SHORT_RUNS, encode(short_runs)?.as_slice())?,
+        None => meta.remove(SHORT_RUNS)?,
+    };
     for (k, v) in &sync.meta {
         meta.insert(*k, v.as_slice())?;
     }
