@@ -26,6 +26,11 @@ impl Agent {
         }
         tracing::info!(running = self.runs.running_count(), grace = ?grace, "draining");
         self.send_now(Out::Draining(pb::Draining {})).await;
+        // Runs queued here that have not started run elsewhere sooner than after the grace.
+        let waiting = self.runs.abandon_waiting("the executor is draining; it runs elsewhere");
+        if waiting > 0 {
+            tracing::info!(waiting, "gave back the runs still waiting for a slot");
+        }
         let deadline = Instant::now() + grace;
         while self.runs.running_count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -103,6 +103,19 @@ impl Runs {
         keys.len()
     }
 
+    /// Gives up the runs still waiting for a slot, to be reported as `executor_lost` with `why`.
+    pub fn abandon_waiting(&self, why: &str) -> usize {
+        let mut runs = self.lock();
+        let keys: Vec<RunKey> = runs.waiting.iter().copied().collect();
+        for key in &keys {
+            runs.abandoned.insert(*key, why.to_string());
+            if let Some(t) = runs.running.get(key) {
+                t.cancel();
+            }
+        }
+        keys.len()
+    }
+
     /// Marks one run as given up (it is cancelled and reported as `executor_lost`).
     pub fn abandon(&self, key: RunKey, why: &str) {
         let mut runs = self.lock();

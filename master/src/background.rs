@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
 use crate::sessions;
-use crate::state::{Command, ExecutorState};
+use crate::state::{Command, ExecutorRecord, ExecutorState, RunRef};
 
 pub fn spawn_all(node: &Arc<Node>, shutdown: &CancellationToken) {
     tokio::spawn(leadership(node.clone(), shutdown.clone()));
@@ -96,7 +96,9 @@ async fn leadership(node: Arc<Node>, shutdown: CancellationToken) {
 }
 
 async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
+    const ASK_AGAIN: Duration = Duration::from_secs(1);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut asked_to_track: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -105,10 +107,9 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
         let Some(since) = node.leader_since() else {
             continue;
         };
-        if node.replica.read().short_runs().is_none() {
-            if let Err(e) = node.propose(Command::TrackShortRuns).await {
-                tracing::debug!(error = %e, "could not start counting short runs yet");
-            }
+        if node.replica.read().short_runs().is_none() && asked_to_track.is_none_or(|at| at.elapsed() > ASK_AGAIN) {
+            node.proposer.propose_detached(Command::TrackShortRuns);
+            asked_to_track = Some(Instant::now());
         }
         let now = Instant::now();
         let expired: Vec<(String, u64)> = {
@@ -135,13 +136,9 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
                 Err(e) => tracing::debug!(error = %e, "could not declare executor lost"),
             }
         }
-        // A run past its timeout whose executor never said so: fail it here. A run its
-        // executor reported waiting for a slot started after that report, within one
-        // heartbeat of it if the next one no longer says waiting.
-        let sessions = &node.replica.sessions;
-        let overdue = node.replica.read().overdue(now_ms(), TIMEOUT_GRACE_MS, |executor, run| {
-            let heartbeat = i64::try_from(sessions::keepalive_interval(executor.lease()).as_millis()).unwrap_or(0);
-            sessions.last_waiting(&executor.name, run).map(|at| at.saturating_add(heartbeat))
+        // A run past its timeout whose executor, heard from, never said so: fail it here.
+        let overdue = node.replica.read().overdue(now_ms(), TIMEOUT_GRACE_MS, |executor, run, placed_ms| {
+            timeout_counts_from(&node.replica.sessions, executor, run, placed_ms)
         });
         for (task, attempt) in overdue {
             tracing::warn!(task_id = task, attempt, "run past its timeout and not reported; failing it");
@@ -154,6 +151,28 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
 
 /// How long past a run's timeout the leader waits for the executor's own report.
 const TIMEOUT_GRACE_MS: i64 = 3_000;
+
+/// When the timeout of `run` on `executor`, placed at `placed_ms`, began at the latest, as
+/// far as this leader knows; `None` while this leader does not hear the executor (its lease
+/// decides then). A run placed on a free slot began at once. One placed beyond the slots,
+/// or reported waiting for one, began within a heartbeat of when it was last known to wait
+/// (the next heartbeat would say if it still does).
+fn timeout_counts_from(
+    sessions: &sessions::Sessions,
+    executor: &ExecutorRecord,
+    run: RunRef,
+    placed_ms: i64,
+) -> Option<i64> {
+    let heard = sessions.info(&executor.name).is_some_and(|s| s.connected && s.incarnation == executor.incarnation);
+    if !heard {
+        return None;
+    }
+    let heartbeat = i64::try_from(sessions::keepalive_interval(executor.lease()).as_millis()).unwrap_or(0);
+    Some(match sessions.last_waiting(&executor.name, run) {
+        Some(at) => at.max(placed_ms).saturating_add(heartbeat),
+        None => placed_ms,
+    })
+}
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

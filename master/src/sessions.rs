@@ -107,6 +107,7 @@ impl Sessions {
     pub fn close_all(&self, why: &str) {
         let sessions: Vec<Session> = self.lock().drain().map(|(_, s)| s).collect();
         self.seen().clear();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
         for s in sessions {
             let _ = s.tx.try_send(Err(Status::unavailable(why.to_string())));
         }
@@ -120,14 +121,28 @@ impl Sessions {
         self.seen().insert(name.to_string(), SessionInfo { incarnation, last_seen: Instant::now(), connected: true });
     }
 
+    /// Takes note of runs placed beyond their executors' slots at `now_ms`, on executors
+    /// with a session here (so only a leader keeps any): they wait there, as of now.
+    pub fn note_queued(&self, runs: Vec<(String, RunRef)>, now_ms: i64) {
+        if runs.is_empty() {
+            return;
+        }
+        let open = self.lock();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, run) in runs.into_iter().filter(|(name, _)| open.contains_key(name)) {
+            waiting.entry(name).or_default().insert(run, now_ms);
+        }
+    }
+
     /// Takes note of the runs `name` holds (from its `Hello` or a heartbeat, at `now_ms`):
     /// those waiting for a slot are marked waiting as of now; the rest keep when they were
-    /// last seen waiting, if ever; runs it no longer holds are forgotten.
+    /// last seen waiting, if ever; runs it no longer holds are forgotten, unless noted in
+    /// the last second (their assignment may have crossed this heartbeat).
     pub fn note_held(&self, name: &str, held: &[pb::RunningTask], now_ms: i64) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let runs = waiting.entry(name.to_string()).or_default();
         let keep: HashSet<RunRef> = held.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
-        runs.retain(|run, _| keep.contains(run));
+        runs.retain(|run, at| keep.contains(run) || now_ms.saturating_sub(*at) < 1_000);
         for r in held.iter().filter(|r| r.waiting) {
             runs.insert(RunRef { task: r.task_id, attempt: r.attempt }, now_ms);
         }

@@ -83,6 +83,8 @@ async fn serve(
     tx: mpsc::Sender<Result<pb::MasterMessage, Status>>,
 ) {
     let name = hello.name.clone();
+    // Which runs wait for a slot is known before the session counts as heard from.
+    node.replica.sessions.note_held(&name, &hello.running, crate::background::now_ms());
     let session = node.replica.sessions.open(&name, hello.incarnation, tx.clone(), hello.trials);
     let lease = match hello.keepalive_ttl_ms {
         0 => node.config.keepalive_ttl,
@@ -108,7 +110,6 @@ async fn serve(
         leader: node.config.name.clone(),
     };
     let _ = tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await;
-    node.replica.sessions.note_held(&name, &hello.running, crate::background::now_ms());
     let held: Vec<RunRef> = hello.running.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
     match node.replica.reconcile(&name, &held) {
         Ok((0, 0)) => {}

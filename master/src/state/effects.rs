@@ -41,6 +41,9 @@ pub struct Effects {
     pub inputs: Vec<(TaskId, Vec<u8>)>,
     pub outputs: Vec<(TaskId, TaskOutput)>,
     pub dispatch: Vec<Dispatch>,
+    /// Runs placed beyond their executor's slots: they wait there for one (the leader keeps
+    /// this in mind for their deadlines; nothing stores it).
+    pub queued: Vec<(String, RunRef)>,
     /// Runs an executor must stop (cancelled, or moved elsewhere).
     pub stop: Vec<(String, RunRef)>,
     /// Reports that were applied (accepted or ignored): the executor may forget them.

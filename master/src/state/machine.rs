@@ -490,13 +490,13 @@ impl StateMachine {
     }
 
     /// Running tasks whose timeout (plus `grace_ms`) has passed at `now_ms`: (task, attempt).
-    /// A run's timeout counts from its placement, or from `not_started_before` when that
-    /// says later (its executor reported it waiting for a slot).
+    /// `counts_from(executor, run, placed_ms)` says when a run's timeout began at the latest
+    /// (`None`: unknown, never overdue).
     pub fn overdue(
         &self,
         now_ms: i64,
         grace_ms: i64,
-        not_started_before: impl Fn(&ExecutorRecord, RunRef) -> Option<i64>,
+        counts_from: impl Fn(&ExecutorRecord, RunRef, i64) -> Option<i64>,
     ) -> Vec<(TaskId, u32)> {
         self.executors
             .values()
@@ -504,9 +504,8 @@ impl StateMachine {
             .filter_map(|(e, id)| Some((e, self.live.get(id)?)))
             .filter(|(e, t)| {
                 let timeout = i64::try_from(t.spec.limits.timeout_ms).unwrap_or(i64::MAX);
-                let waited = not_started_before(e, RunRef { task: t.id, attempt: t.attempts });
-                let started = waited.map_or(t.started_at_ms, |w| w.max(t.started_at_ms));
-                started.saturating_add(timeout).saturating_add(grace_ms) < now_ms
+                counts_from(e, RunRef { task: t.id, attempt: t.attempts }, t.started_at_ms)
+                    .is_some_and(|from| from.saturating_add(timeout).saturating_add(grace_ms) < now_ms)
             })
             .map(|(_, t)| (t.id, t.attempts))
             .collect()

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 
 use wasmgrid_common::Size;
 
-use super::effects::Effects;
+use super::effects::{Effects, RunRef};
 use super::executor::{ExecutorRecord, ExecutorState};
 use super::machine::StateMachine;
 use super::task::{TaskRecord, TaskState};
@@ -64,22 +64,27 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
             continue;
         };
         let name = best.name.clone();
+        let mut beyond_slots = false;
         if let Some(e) = sm.executors.get_mut(&name) {
+            beyond_slots = e.running.len() >= e.slots as usize;
             e.running.insert(id);
             e.memory_reserved += need;
             if !e.has_room(smallest, queueing) {
                 open.retain(|n| *n != name);
             }
         }
-        placed.push((id, name));
+        placed.push((id, name, beyond_slots));
     }
-    for (id, executor) in placed {
+    for (id, executor, beyond_slots) in placed {
         let Some(t) = sm.live.get_mut(&id) else {
             continue;
         };
         sm.queue.remove(t);
         t.state = TaskState::Running;
         t.attempts += 1;
+        if beyond_slots {
+            fx.queued.push((executor.clone(), RunRef { task: id, attempt: t.attempts }));
+        }
         t.executor = Some(executor);
         t.started_at_ms = now;
         fx.changed.insert(id);

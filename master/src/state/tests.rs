@@ -373,13 +373,15 @@ fn an_overdue_run_is_expired_as_a_timeout_once() {
     w.register("a", 1, 256, 1);
     let (ids, _) = w.submit(vec![spec(1, 0)]);
     let started = w.sm.live_task(ids[0]).unwrap().started_at_ms;
-    let placed = |_: &ExecutorRecord, _: RunRef| None;
+    let placed = |_: &ExecutorRecord, _: RunRef, placed_ms: i64| Some(placed_ms);
     assert!(w.sm.overdue(started + 1000, 500, placed).is_empty());
     assert_eq!(w.sm.overdue(started + 1501, 500, placed), vec![(ids[0], 1)]);
     // Reported waiting for a slot until later: its timeout counts from then.
-    let waited = |e: &ExecutorRecord, run: RunRef| (e.name == "a" && run.task == ids[0]).then_some(started + 700);
+    let waited = |e: &ExecutorRecord, run: RunRef, _| (e.name == "a" && run.task == ids[0]).then_some(started + 700);
     assert!(w.sm.overdue(started + 1501, 500, waited).is_empty());
     assert_eq!(w.sm.overdue(started + 2201, 500, waited), vec![(ids[0], 1)]);
+    // Not heard from: its lease decides, not its timeout.
+    assert!(w.sm.overdue(started + 100_000, 500, |_, _, _| None).is_empty());
     let (_, fx) = w.apply(vec![Command::Expire { task: ids[0], attempt: 1 }]);
     assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::Timeout);
     assert_eq!(fx.stop, vec![("a".to_string(), RunRef { task: ids[0], attempt: 1 })]);
@@ -467,9 +469,11 @@ fn a_short_modules_tasks_queue_at_executors_beyond_their_slots_up_to_a_bound() {
     assert!(w.sm.runs_short(&module()));
 
     let n = wasmgrid_common::EXECUTOR_QUEUE as usize + 10;
-    let (ids, _) = w.submit(vec![short.clone(); n]);
+    let (ids, fx) = w.submit(vec![short.clone(); n]);
     let running = ids.iter().filter(|id| w.state(**id) == Some(TaskState::Running)).count();
     assert_eq!(running, 1 + wasmgrid_common::EXECUTOR_QUEUE as usize, "one slot and the queue");
+    assert_eq!(fx.queued.len(), wasmgrid_common::EXECUTOR_QUEUE as usize, "all but the first wait there");
+    assert_eq!(fx.queued[0], ("e".to_string(), RunRef { task: ids[1], attempt: 1 }));
     let other = other_module(&mut w);
     let (late, _) = w.submit(vec![other]);
     assert_eq!(w.state(late[0]), Some(TaskState::Pending), "a task not known short waits for a slot");
