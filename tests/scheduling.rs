@@ -138,6 +138,41 @@ async fn a_short_modules_tasks_queue_at_the_executor_and_the_wait_does_not_count
     cluster.stop().await;
 }
 
+/// A draining executor finishes the run it started and gives back at once those still
+/// waiting in its queue, so they run elsewhere instead of waiting out the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_draining_executor_gives_back_the_runs_waiting_in_its_queue() {
+    let cluster = Cluster::start_with(1, |_| {}, |o| o.slots = Some(1)).await;
+    let client = cluster.client();
+    let sleeper = upload(&client, &guests::sleeper_for_input()).await;
+    let short = client.submit((0..8).map(|_| spec(&sleeper, "")).collect()).await.unwrap();
+    client.wait(&short, |_| {}).await.unwrap();
+    let slow = pb::TaskSpec { input: 1_500_000_000u64.to_le_bytes().to_vec(), ..spec(&sleeper, "") };
+    let ids = client.submit(vec![slow; 3]).await.unwrap();
+    let other =
+        TestExecutor::start(std::slice::from_ref(&cluster.master.addr), &cluster.dir.path().join("other"), |o| {
+            o.name = Some("other".into());
+            o.slots = Some(2);
+        })
+        .await;
+    cluster.wait_executors(2).await;
+    client.drain_executor("executor-0").await.unwrap();
+    let mut ran = BTreeMap::new();
+    client
+        .wait(&ids, |t| {
+            assert_eq!(t.state(), pb::TaskState::Succeeded, "{:?}", t.error);
+            ran.insert(t.id, (t.executor.clone(), t.attempts));
+        })
+        .await
+        .unwrap();
+    assert_eq!(ran[&ids[0]], ("executor-0".to_string(), 1), "the started run finishes where it runs");
+    for id in &ids[1..] {
+        assert_eq!(ran[id], ("other".to_string(), 2), "given back at once and run elsewhere: {ran:?}");
+    }
+    other.stop().await;
+    cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_pending_queue_bound_refuses_the_excess_and_accepts_again_once_drained() {
     let cluster = Cluster::start_with(0, |o| o.max_pending_tasks = Some(20), |_| {}).await;
