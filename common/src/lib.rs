@@ -18,7 +18,3 @@ pub use size::Size;
 
 /// The version every binary reports with `-V`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Tasks of a module known to run short that a master may assign to an executor beyond its
-/// slots; they wait in the executor's queue for a slot (see the master's `short_runs`).
-pub const EXECUTOR_QUEUE: u32 = 128;

@@ -15,8 +15,9 @@ use crate::agent::Agent;
 const SETTLE: Duration = Duration::from_secs(10);
 
 impl Agent {
-    /// Drains: the leader places nothing new here, running tasks get `grace` to finish (the
-    /// rest are given back as `executor_lost` to run elsewhere), their results are
+    /// Drains: the leader places nothing new here, runs still waiting for a slot are given
+    /// back at once as `executor_lost` to run elsewhere, running tasks get `grace` to finish
+    /// (the rest are given back too), their results are
     /// acknowledged, then the executor leaves the cluster. Returns once the leader has
     /// forgotten it, or once no master could be told within a bounded time.
     pub async fn drain(self: &Arc<Self>, grace: Duration) {

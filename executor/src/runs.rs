@@ -1,5 +1,6 @@
-//! The runs an executor holds: running ones (with their cancel token) and finished ones whose
-//! result waits in the outbox until the leader acknowledges it.
+//! The runs an executor holds: those assigned (with their cancel token), some still waiting
+//! for a slot, and finished ones whose result waits in the outbox until the leader
+//! acknowledges it.
 //!
 //! A run given up by the executor itself (it drains, or lost the masters for longer than its
 //! lease) is reported as `executor_lost`, so the master runs it elsewhere.
@@ -146,6 +147,7 @@ impl Runs {
         self.lock().running.keys().map(|k| k.0).collect()
     }
 
+    /// Runs assigned and not finished, those waiting for a slot included.
     pub fn running_count(&self) -> usize {
         self.lock().running.len()
     }

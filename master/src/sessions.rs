@@ -137,14 +137,21 @@ impl Sessions {
     /// Takes note of the runs `name` holds (from its `Hello` or a heartbeat, at `now_ms`):
     /// those waiting for a slot are marked waiting as of now; the rest keep when they were
     /// last seen waiting, if ever; runs it no longer holds are forgotten, unless noted in
-    /// the last second (their assignment may have crossed this heartbeat).
-    pub fn note_held(&self, name: &str, held: &[pb::RunningTask], now_ms: i64) {
+    /// the last second (their assignment may have crossed this heartbeat). On a `Hello`
+    /// (`first`) every held run this master knows nothing of counts as waiting as of now: it
+    /// may have waited under another leader, and this one cannot tell for how long.
+    pub fn note_held(&self, name: &str, held: &[pb::RunningTask], now_ms: i64, first: bool) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let runs = waiting.entry(name.to_string()).or_default();
         let keep: HashSet<RunRef> = held.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
         runs.retain(|run, at| keep.contains(run) || now_ms.saturating_sub(*at) < 1_000);
-        for r in held.iter().filter(|r| r.waiting) {
-            runs.insert(RunRef { task: r.task_id, attempt: r.attempt }, now_ms);
+        for r in held {
+            let run = RunRef { task: r.task_id, attempt: r.attempt };
+            if r.waiting {
+                runs.insert(run, now_ms);
+            } else if first {
+                runs.entry(run).or_insert(now_ms);
+            }
         }
     }
 
@@ -219,4 +226,38 @@ fn group(runs: Vec<(String, RunRef)>) -> BTreeMap<String, Vec<pb::RunningTask>> 
         out.entry(name).or_default().push(pb::RunningTask { task_id: r.task, attempt: r.attempt, waiting: false });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_runs_are_noted_for_open_sessions_and_forgotten_once_not_held() {
+        let sessions = Sessions::default();
+        let (tx, _rx) = mpsc::channel(4);
+        sessions.open("e", 1, tx, false);
+        let run = |task| RunRef { task, attempt: 1 };
+        let held = |task, waiting| pb::RunningTask { task_id: task, attempt: 1, waiting };
+        sessions.note_queued(vec![("e".into(), run(1)), ("elsewhere".into(), run(2))], 1_000);
+        assert_eq!(sessions.last_waiting("e", run(1)), Some(1_000), "placed beyond the slots");
+        assert_eq!(sessions.last_waiting("elsewhere", run(2)), None, "no session here: not noted");
+
+        // A heartbeat: 1 still waits; 3 runs, never seen waiting.
+        sessions.note_held("e", &[held(1, true), held(3, false)], 5_000, false);
+        assert_eq!(sessions.last_waiting("e", run(1)), Some(5_000));
+        assert_eq!(sessions.last_waiting("e", run(3)), None);
+        // 1 started: when it was last seen waiting stays.
+        sessions.note_held("e", &[held(1, false)], 7_000, false);
+        assert_eq!(sessions.last_waiting("e", run(1)), Some(5_000));
+        // No longer held: forgotten.
+        sessions.note_held("e", &[], 9_000, false);
+        assert_eq!(sessions.last_waiting("e", run(1)), None);
+        // A Hello: a held run this master knows nothing of counts as waiting until now.
+        sessions.note_held("e", &[held(4, false)], 10_000, true);
+        assert_eq!(sessions.last_waiting("e", run(4)), Some(10_000));
+        // Losing the lead forgets it all.
+        sessions.close_all("no longer the leader");
+        assert_eq!(sessions.last_waiting("e", run(4)), None);
+    }
 }

@@ -3,9 +3,12 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use wasmgrid_common::EXECUTOR_QUEUE;
 
 use super::task::TaskId;
+
+/// Tasks of a module known to run short that may be placed on an executor beyond its slots;
+/// they wait in the executor's queue for a slot (see `short_runs` and `placement`).
+pub const EXECUTOR_QUEUE: u32 = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutorState {

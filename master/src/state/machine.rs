@@ -169,6 +169,10 @@ impl StateMachine {
                 let running = self.live.get(&task).filter(|t| t.state == TaskState::Running && t.attempts == attempt);
                 if let Some(executor) = running.and_then(|t| t.executor.clone()) {
                     let timeout = running.map_or(0, |t| t.spec.limits.timeout_ms);
+                    if let (Some(short_runs), Some(t)) = (self.short_runs.as_mut(), running) {
+                        // A run that hung is not short.
+                        short_runs.end_streak(&t.spec.module);
+                    }
                     fx.stop.push((executor.clone(), RunRef { task, attempt }));
                     self.release(task);
                     let message = format!(

@@ -30,7 +30,7 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
     let Some(smallest) = sm.queue.smallest_need() else {
         return;
     };
-    // Short tasks may queue at executors until a task that is not short waits for a slot.
+    // Short tasks may queue at executors until a task that is not short waits for room.
     let mut queueing = true;
     // Executors with room (a free slot, or a queue place) for at least the smallest queued task.
     let mut open: Vec<String> =

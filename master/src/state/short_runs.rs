@@ -35,6 +35,11 @@ impl ShortRuns {
         }
     }
 
+    /// Counts a run of `module` that never reported (it ran past its timeout).
+    pub fn end_streak(&mut self, module: &Digest) {
+        self.streaks.remove(module);
+    }
+
     pub fn is_short(&self, module: &Digest) -> bool {
         self.streaks.get(module).is_some_and(|s| *s >= STREAK)
     }

@@ -468,11 +468,11 @@ fn a_short_modules_tasks_queue_at_executors_beyond_their_slots_up_to_a_bound() {
     w.report(ids[1], 1, "e", None);
     assert!(w.sm.runs_short(&module()));
 
-    let n = wasmgrid_common::EXECUTOR_QUEUE as usize + 10;
+    let n = super::executor::EXECUTOR_QUEUE as usize + 10;
     let (ids, fx) = w.submit(vec![short.clone(); n]);
     let running = ids.iter().filter(|id| w.state(**id) == Some(TaskState::Running)).count();
-    assert_eq!(running, 1 + wasmgrid_common::EXECUTOR_QUEUE as usize, "one slot and the queue");
-    assert_eq!(fx.queued.len(), wasmgrid_common::EXECUTOR_QUEUE as usize, "all but the first wait there");
+    assert_eq!(running, 1 + super::executor::EXECUTOR_QUEUE as usize, "one slot and the queue");
+    assert_eq!(fx.queued.len(), super::executor::EXECUTOR_QUEUE as usize, "all but the first wait there");
     assert_eq!(fx.queued[0], ("e".to_string(), RunRef { task: ids[1], attempt: 1 }));
     let other = other_module(&mut w);
     let (late, _) = w.submit(vec![other]);
@@ -521,4 +521,16 @@ fn a_task_too_big_for_every_executor_does_not_stop_short_tasks_from_queueing() {
     let (after, _) = w.submit(vec![short.clone()]);
     assert_eq!(w.state(fits_later[0]), Some(TaskState::Pending));
     assert_eq!(w.state(after[0]), Some(TaskState::Pending), "does not pass the task waiting for memory");
+}
+
+#[test]
+fn a_run_expired_past_its_timeout_ends_the_streak() {
+    let mut w = World::new();
+    w.register("e", 1, 1024, 1);
+    let short = spec(16, 0);
+    run_times(&mut w, "e", &short, short_runs::STREAK, 1);
+    assert!(w.sm.runs_short(&module()));
+    let (ids, _) = w.submit(vec![short]);
+    w.apply(vec![Command::Expire { task: ids[0], attempt: 1 }]);
+    assert!(!w.sm.runs_short(&module()));
 }

@@ -84,7 +84,7 @@ pub async fn drain_rate(
     }
     queued.finish_and_clear();
     // Up to a queue's worth of them wait at the executor rather than in the master's queue
-    // (the module runs short); those start over the slots within a second.
+    // (the module runs short).
     let status = client.cluster_status().await?;
     let queued_at_executors: u64 = status.executors.iter().map(|e| u64::from(e.queued)).sum();
     let waiting = status.pending_tasks + queued_at_executors;
