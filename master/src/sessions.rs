@@ -138,8 +138,9 @@ impl Sessions {
     /// those waiting for a slot are marked waiting as of now; the rest keep when they were
     /// last seen waiting, if ever; runs it no longer holds are forgotten, unless noted in
     /// the last second (their assignment may have crossed this heartbeat). On a `Hello`
-    /// (`first`) every held run this master knows nothing of counts as waiting as of now: it
-    /// may have waited under another leader, and this one cannot tell for how long.
+    /// (`first`) every held run counts as waiting as of now: it may have waited, then
+    /// started, while this master did not hear the executor (under another leader, or with
+    /// its stream closed), and this one cannot tell when.
     pub fn note_held(&self, name: &str, held: &[pb::RunningTask], now_ms: i64, first: bool) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let runs = waiting.entry(name.to_string()).or_default();
@@ -147,10 +148,8 @@ impl Sessions {
         runs.retain(|run, at| keep.contains(run) || now_ms.saturating_sub(*at) < 1_000);
         for r in held {
             let run = RunRef { task: r.task_id, attempt: r.attempt };
-            if r.waiting {
+            if r.waiting || first {
                 runs.insert(run, now_ms);
-            } else if first {
-                runs.entry(run).or_insert(now_ms);
             }
         }
     }
@@ -253,9 +252,12 @@ mod tests {
         // No longer held: forgotten.
         sessions.note_held("e", &[], 9_000, false);
         assert_eq!(sessions.last_waiting("e", run(1)), None);
-        // A Hello: a held run this master knows nothing of counts as waiting until now.
-        sessions.note_held("e", &[held(4, false)], 10_000, true);
-        assert_eq!(sessions.last_waiting("e", run(4)), Some(10_000));
+        // A Hello: every held run counts as waiting until now, known or not.
+        sessions.note_held("e", &[held(4, false), held(5, false)], 10_000, false);
+        sessions.note_queued(vec![("e".into(), run(5))], 10_000);
+        sessions.note_held("e", &[held(4, false), held(5, false)], 12_000, true);
+        assert_eq!(sessions.last_waiting("e", run(4)), Some(12_000));
+        assert_eq!(sessions.last_waiting("e", run(5)), Some(12_000));
         // Losing the lead forgets it all.
         sessions.close_all("no longer the leader");
         assert_eq!(sessions.last_waiting("e", run(4)), None);
