@@ -80,11 +80,19 @@ impl Node {
     /// majority (a leader cut off from the others must not answer with stale data).
     pub fn ensure_leader(&self) -> Result<(), ApiError> {
         if self.is_leader() {
-            let silent = self.metrics.borrow().millis_since_quorum_ack;
+            let m = self.metrics.borrow();
             let limit = self.config.raft_heartbeat.as_millis() * 8;
-            if silent.is_some_and(|ms| u128::from(ms) > limit) {
+            if m.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) > limit) {
                 return Err(ApiError::Unavailable(
                     "this master leads but has lost contact with a majority of the group; its data may be stale".into(),
+                ));
+            }
+            // A new leader has applied every committed entry only once it has applied one of
+            // its own term (its first, blank entry): until then its state may be stale, e.g.
+            // right after a restart, before the log is applied again.
+            if m.last_applied.is_none_or(|l| l.leader_id.term < m.current_term) {
+                return Err(ApiError::Unavailable(
+                    "this master has just become the leader and is still applying the log; retry in a moment".into(),
                 ));
             }
             return Ok(());
