@@ -30,6 +30,16 @@ struct Inner {
     peak: usize,
 }
 
+impl Inner {
+    /// Marks `key` as given up with `why` and cancels it if it is still going.
+    fn abandon(&mut self, key: RunKey, why: &str) {
+        self.abandoned.insert(key, why.to_string());
+        if let Some(t) = self.running.get(&key) {
+            t.cancel();
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Runs {
     inner: Mutex<Inner>,
@@ -95,12 +105,7 @@ impl Runs {
     pub fn abandon_all(&self, why: &str) -> usize {
         let mut runs = self.lock();
         let keys: Vec<RunKey> = runs.running.keys().copied().collect();
-        for key in &keys {
-            runs.abandoned.insert(*key, why.to_string());
-            if let Some(t) = runs.running.get(key) {
-                t.cancel();
-            }
-        }
+        keys.iter().for_each(|key| runs.abandon(*key, why));
         keys.len()
     }
 
@@ -108,22 +113,13 @@ impl Runs {
     pub fn abandon_waiting(&self, why: &str) -> usize {
         let mut runs = self.lock();
         let keys: Vec<RunKey> = runs.waiting.iter().copied().collect();
-        for key in &keys {
-            runs.abandoned.insert(*key, why.to_string());
-            if let Some(t) = runs.running.get(key) {
-                t.cancel();
-            }
-        }
+        keys.iter().for_each(|key| runs.abandon(*key, why));
         keys.len()
     }
 
     /// Marks one run as given up (it is cancelled and reported as `executor_lost`).
     pub fn abandon(&self, key: RunKey, why: &str) {
-        let mut runs = self.lock();
-        runs.abandoned.insert(key, why.to_string());
-        if let Some(t) = runs.running.get(&key) {
-            t.cancel();
-        }
+        self.lock().abandon(key, why);
     }
 
     pub fn ack(&self, keys: impl IntoIterator<Item = RunKey>) {
