@@ -450,6 +450,16 @@ fn run_times(w: &mut World, executor: &str, spec: &TaskSpec, n: u32, duration_ms
     }
 }
 
+/// A world with executor `e` (one slot, `memory_mib` of memory) where the test module runs
+/// short, and the spec of a task of it.
+fn short_module_world(memory_mib: u64) -> (World, TaskSpec) {
+    let mut w = World::new();
+    w.register("e", 1, memory_mib, 1);
+    let short = spec(16, 0);
+    run_times(&mut w, "e", &short, short_runs::STREAK, 1);
+    (w, short)
+}
+
 fn other_module(w: &mut World) -> TaskSpec {
     let digest = Digest::of(b"other");
     w.apply(vec![Command::PutModule(ModuleMeta { digest, size: 1, kind: ModuleKind::Component, created_at_ms: 0 })]);
@@ -487,10 +497,7 @@ fn a_short_modules_tasks_queue_at_executors_beyond_their_slots_up_to_a_bound() {
 
 #[test]
 fn no_short_task_passes_a_task_that_waits_for_a_slot() {
-    let mut w = World::new();
-    w.register("e", 1, 64 * 1024, 1);
-    let short = spec(16, 0);
-    run_times(&mut w, "e", &short, short_runs::STREAK, 1);
+    let (mut w, short) = short_module_world(64 * 1024);
     let (first, _) = w.submit(vec![short.clone()]);
     let other = other_module(&mut w);
     let (long, _) = w.submit(vec![other]);
@@ -506,10 +513,7 @@ fn no_short_task_passes_a_task_that_waits_for_a_slot() {
 
 #[test]
 fn a_task_too_big_for_every_executor_does_not_stop_short_tasks_from_queueing() {
-    let mut w = World::new();
-    w.register("e", 1, 1024, 1);
-    let short = spec(16, 0);
-    run_times(&mut w, "e", &short, short_runs::STREAK, 1);
+    let (mut w, short) = short_module_world(1024);
     let too_big = TaskSpec { limits: Limits { memory: 4096 * MIB, ..short.limits }, ..other_module(&mut w) };
     let (big, _) = w.submit(vec![too_big]);
     let (behind, _) = w.submit(vec![short.clone(); 3]);
@@ -525,10 +529,7 @@ fn a_task_too_big_for_every_executor_does_not_stop_short_tasks_from_queueing() {
 
 #[test]
 fn a_run_expired_past_its_timeout_ends_the_streak() {
-    let mut w = World::new();
-    w.register("e", 1, 1024, 1);
-    let short = spec(16, 0);
-    run_times(&mut w, "e", &short, short_runs::STREAK, 1);
+    let (mut w, short) = short_module_world(1024);
     assert!(w.sm.runs_short(&module()));
     let (ids, _) = w.submit(vec![short]);
     w.apply(vec![Command::Expire { task: ids[0], attempt: 1 }]);
