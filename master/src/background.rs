@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::node::Node;
 use crate::sessions;
 use crate::state::{Command, ExecutorRecord, ExecutorState, RunRef};
@@ -44,10 +45,7 @@ async fn retention(node: Arc<Node>, shutdown: CancellationToken) {
         if node.leader_since().is_none() {
             continue;
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let before_ms = now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        let before_ms = now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
         if let Err(e) = node.propose(Command::Forget { before_ms }).await {
             tracing::debug!(error = %e, "retention pass not committed; trying again later");
         }
@@ -172,13 +170,6 @@ fn timeout_counts_from(
         Some(at) => at.max(placed_ms).saturating_add(heartbeat),
         None => placed_ms,
     })
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 async fn waiters(node: Arc<Node>, shutdown: CancellationToken) {

@@ -3,7 +3,6 @@
 //! `MAX_IN_FLIGHT` entries are in the pipeline at once.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -72,10 +71,6 @@ fn report_weight(r: &Report) -> usize {
     r.output.output.len() + r.output.stderr.len() + 64
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
-}
-
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
@@ -95,7 +90,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
             }
         }
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let entry = Batch { at_ms: now_ms(), commands };
+        let entry = Batch { at_ms: crate::clock::now_ms(), commands };
         match raft.client_write_ff(entry).await {
             Ok(pending) => {
                 tokio::spawn(async move {

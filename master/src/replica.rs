@@ -157,7 +157,7 @@ impl Replica {
             Ok(dispatch)
         })()
         .inspect_err(|e| self.fail(e))?;
-        self.sessions.note_queued(std::mem::take(&mut fx.queued), crate::background::now_ms());
+        self.sessions.note_queued(std::mem::take(&mut fx.queued), crate::clock::now_ms());
         self.sessions.deliver(dispatch, fx.stop, fx.acks);
         for (task, waiters) in notices {
             for w in waiters {

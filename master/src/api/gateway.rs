@@ -84,7 +84,7 @@ async fn serve(
 ) {
     let name = hello.name.clone();
     // Which runs wait for a slot is known before the session counts as heard from.
-    node.replica.sessions.note_held(&name, &hello.running, crate::background::now_ms(), true);
+    node.replica.sessions.note_held(&name, &hello.running, crate::clock::now_ms(), true);
     let session = node.replica.sessions.open(&name, hello.incarnation, tx.clone(), hello.trials);
     let lease = match hello.keepalive_ttl_ms {
         0 => node.config.keepalive_ttl,
@@ -151,7 +151,7 @@ async fn serve(
                         }
                     }
                     Kind::Heartbeat(hb) => {
-                        node.replica.sessions.note_held(&name, &hb.running, crate::background::now_ms(), false)
+                        node.replica.sessions.note_held(&name, &hb.running, crate::clock::now_ms(), false)
                     }
                     Kind::Hello(_) => {}
                 }

@@ -65,7 +65,7 @@ pub async fn upload(node: &Arc<Node>, mut stream: Streaming<pb::UploadModuleRequ
     .await
     .map_err(|_| ApiError::InvalidArgument("invalid module: the validator could not read it".into()))??;
     replicate(node, digest, bytes).await?;
-    let meta = ModuleMeta { digest, size, kind, created_at_ms: now_ms() };
+    let meta = ModuleMeta { digest, size, kind, created_at_ms: crate::clock::now_ms() };
     node.propose(Command::PutModule(meta)).await?;
     tracing::info!(module = %digest, size, kind = kind.as_str(), "module stored");
     let stored = node.replica.read().module(&digest).map(convert::module);
@@ -125,11 +125,4 @@ pub fn list(node: &Node) -> Result<pb::ListModulesResponse, ApiError> {
     node.ensure_leader()?;
     let modules = node.replica.read().modules().map(convert::module).collect();
     Ok(pb::ListModulesResponse { modules })
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
