@@ -35,6 +35,8 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
     // Executors with room (a free slot, or a queue place) for at least the smallest queued task.
     let mut open: Vec<String> =
         sm.executors.values().filter(|e| e.has_room(smallest, queueing)).map(|e| e.name.clone()).collect();
+    // The most memory any task could ever get here (a bigger one waits for a bigger executor).
+    let largest = sm.executors.values().filter(|e| e.state == ExecutorState::Alive).map(|e| e.memory).max();
     let mut placed = Vec::new();
     let mut misfits = 0;
     for (_, id) in sm.queue.iter() {
@@ -55,8 +57,7 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
             // A task that is not short and could run once room frees (a slot, or memory the
             // queued ones hold): nothing passes it from here on. One too big for every
             // executor waits for a bigger one without holding the queues up.
-            let could_fit = sm.executors.values().any(|e| e.state == ExecutorState::Alive && e.memory >= need);
-            if queueing && !short && could_fit {
+            if queueing && !short && largest.is_some_and(|l| need <= l) {
                 queueing = false;
                 open.retain(|n| sm.executors.get(n).is_some_and(|e| e.has_room(smallest, false)));
             }
