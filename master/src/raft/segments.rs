@@ -6,6 +6,12 @@
 //! index and the payload. On open, a torn record at the end of the last segment (a crash in
 //! the middle of a write) is cut off; a bad record anywhere else is refused as corruption.
 //! Purging deletes whole segments behind the purge point.
+//!
+//! Segments are zero-filled ahead of the records ([`ZERO_AHEAD`] at a time), so most appends
+//! rewrite blocks the file already has: `fdatasync` then writes the data alone, with no
+//! journal commit for a new block or a new file size (on ext4 a 4 KiB append + sync took
+//! about twice as long as the same rewrite). Everything past the last record is zeros,
+//! which is how a reopen tells the end of the records from a torn write.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -16,12 +22,17 @@ use std::path::{Path, PathBuf};
 const HEADER: usize = 16;
 const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".seg";
+/// How far past the records a segment is zero-filled, each time appends reach its end.
+const ZERO_AHEAD: u64 = 1024 * 1024;
 
 struct Segment {
     first: u64,
     path: PathBuf,
     file: File,
+    /// End of the records.
     len: u64,
+    /// End of the file: zeros from `len` on.
+    allocated: u64,
 }
 
 /// Makes the appends before it was taken durable.
@@ -124,6 +135,7 @@ impl Segments {
         }
         let mut offset = 0usize;
         let mut expected = first;
+        let mut allocated = bytes.len() as u64;
         while offset < bytes.len() {
             match parse(&bytes[offset..], expected) {
                 Some(len) => {
@@ -131,10 +143,12 @@ impl Segments {
                     offset += HEADER + len;
                     expected += 1;
                 }
+                None if bytes[offset..].iter().all(|b| *b == 0) => break,
                 None if last_segment => {
                     tracing::warn!(segment = %path.display(), offset, "cutting off a torn record at the end of the raft log");
                     file.set_len(offset as u64)?;
                     file.sync_all()?;
+                    allocated = offset as u64;
                     break;
                 }
                 None => {
@@ -142,7 +156,7 @@ impl Segments {
                 }
             }
         }
-        self.segments.push(Segment { first, path, file, len: offset as u64 });
+        self.segments.push(Segment { first, path, file, len: offset as u64, allocated });
         Ok(())
     }
 
@@ -190,8 +204,16 @@ impl Segments {
             return Ok(());
         }
         let Some(seg) = self.segments.last_mut() else { return Ok(()) };
+        let end = seg.len + buf.len() as u64;
         seg.file.write_all_at(buf, seg.len)?;
-        seg.len += buf.len() as u64;
+        if end > seg.allocated {
+            // Not past the size at which the segment is closed, unless the records are.
+            let ahead = (end + ZERO_AHEAD).min(SEGMENT_SIZE.max(end));
+            let zeros = vec![0u8; usize::try_from(ahead - end).unwrap_or(0)];
+            seg.file.write_all_at(&zeros, end)?;
+            seg.allocated = end + zeros.len() as u64;
+        }
+        seg.len = end;
         buf.clear();
         Ok(())
     }
@@ -203,7 +225,7 @@ impl Segments {
         }
         let path = self.dir.join(format!("{first:020}{SUFFIX}"));
         let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
-        self.segments.push(Segment { first, path, file, len: 0 });
+        self.segments.push(Segment { first, path, file, len: 0, allocated: 0 });
         self.new_segment = true;
         Ok(())
     }
@@ -251,8 +273,11 @@ impl Segments {
                 self.segments.pop();
             }
             let seg = &mut self.segments[cut.segment];
+            // Cut, not zeroed: no stale record may stay behind the end, where a crash after
+            // a rewrite of the same length could make it look like the next one.
             seg.file.set_len(cut.offset)?;
             seg.len = cut.offset;
+            seg.allocated = cut.offset;
             seg.file.sync_all()?;
             // The deletions must not come back after a crash: old records would reappear.
             sync_dir(&self.dir)?;
@@ -344,12 +369,14 @@ mod tests {
         let mut log = Segments::open(dir.path(), None).unwrap();
         append(&mut log, 1..=10);
         let path = log.segments[0].path.clone();
+        let end = log.segments[0].len;
         drop(log);
-        let len = std::fs::metadata(&path).unwrap().len();
+        // The last three bytes of the last record never reached the disk.
         let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_len(len - 3).unwrap();
+        f.write_all_at(&[0, 0, 0], end - 3).unwrap();
         let mut log = Segments::open(dir.path(), None).unwrap();
         assert_eq!(log.last_index(), Some(9));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), log.segments[0].len, "the torn record is cut off");
         append(&mut log, 10..=12);
         drop(log);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -360,12 +387,75 @@ mod tests {
     }
 
     #[test]
+    fn records_rewrite_a_zero_filled_tail_and_a_reopen_finds_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
+        append(&mut log, 1..=10);
+        let path = log.segments[0].path.clone();
+        let end = log.segments[0].len;
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size, end + ZERO_AHEAD);
+        append(&mut log, 11..=20);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "appends rewrite the zeros");
+        drop(log);
+        let mut log = Segments::open(dir.path(), None).unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(20)));
+        append(&mut log, 21..=21);
+        assert_eq!(log.read(21).unwrap(), Some(payload(21)));
+        drop(log);
+        let log = Segments::open(dir.path(), None).unwrap();
+        assert_eq!(log.last_index(), Some(21));
+        assert_eq!(log.read(20).unwrap(), Some(payload(20)));
+    }
+
+    #[test]
+    fn bytes_behind_the_zeros_of_the_last_segment_are_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
+        append(&mut log, 1..=5);
+        let (path, end) = (log.segments[0].path.clone(), log.segments[0].len);
+        drop(log);
+        // A torn write whose first sectors did not reach the disk but a later one did.
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"later sector", end + 4096).unwrap();
+        let mut log = Segments::open(dir.path(), None).unwrap();
+        assert_eq!(log.last_index(), Some(5));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+        append(&mut log, 6..=6);
+        drop(log);
+        assert_eq!(Segments::open(dir.path(), None).unwrap().last_index(), Some(6));
+    }
+
+    #[test]
+    fn a_closed_segment_may_end_in_zeros() {
+        let (a, b, both) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for (dir, range) in [(&a, 1..=3), (&b, 4..=5)] {
+            let mut log = Segments::open(dir.path(), None).unwrap();
+            append(&mut log, range);
+            let path = log.segments[0].path.clone();
+            std::fs::copy(&path, both.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let log = Segments::open(both.path(), None).unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(5)));
+        assert_eq!(log.read(3).unwrap(), Some(payload(3)));
+        // Anything else behind a closed segment's records is corruption.
+        let first = log.segments[0].path.clone();
+        let end = log.segments[0].len;
+        drop(log);
+        let f = OpenOptions::new().write(true).open(&first).unwrap();
+        f.write_all_at(b"x", end + 10).unwrap();
+        assert!(Segments::open(both.path(), None).is_err());
+    }
+
+    #[test]
     fn truncate_and_purge() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Segments::open(dir.path(), None).unwrap();
         append(&mut log, 5..=20);
         log.truncate(15).unwrap();
         assert_eq!(log.last_index(), Some(14));
+        let cut = std::fs::metadata(&log.segments[0].path).unwrap().len();
+        assert_eq!(cut, log.segments[0].len, "no stale record stays behind the end");
         append(&mut log, 15..=16);
         assert_eq!(log.read(16).unwrap(), Some(payload(16)));
         log.purge(10).unwrap();

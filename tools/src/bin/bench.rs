@@ -209,7 +209,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         ray::run(&repo(), n.ray_tasks, n.sync_tasks)?
     };
 
-    t.add("fsync p50 (4 KiB append + fdatasync)", ms(fsync));
+    t.add("fsync p50: 4 KiB append + fdatasync", ms(fsync.append));
+    t.add("fsync p50: 4 KiB rewrite + fdatasync (the Raft log's)", ms(fsync.rewrite));
     let ray_async = ray.as_ref().map_or(1_600.0, |r| r.throughput);
     let ray_source = if ray.is_some() { "this run" } else { "the issue's figure" };
     t.check(
@@ -221,8 +222,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     t.check(
         "minimal: sync round trip p50 / p99",
         format!("{:.2} / {:.2} ms", min_sync.latency_p50_ms, min_sync.latency_p99_ms),
-        format!("p50 <= 2x fsync ({})", ms(fsync * 2)),
-        min_sync.latency_p50_ms <= 2.0 * fsync.as_secs_f64() * 1000.0,
+        format!("p50 <= 2x rewrite fsync ({})", ms(fsync.rewrite * 2)),
+        min_sync.latency_p50_ms <= 2.0 * fsync.rewrite.as_secs_f64() * 1000.0,
     );
     t.add(format!("minimal: throughput, default slots ({cpus})"), rate(default_slots.throughput));
     t.add("minimal: in-process ceiling (1 thread)", rate(min_ceiling));
