@@ -400,6 +400,7 @@ mod tests {
         drop(log);
         let mut log = Segments::open(dir.path(), None).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(20)));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "the zeros mark the end; nothing is cut");
         append(&mut log, 21..=21);
         assert_eq!(log.read(21).unwrap(), Some(payload(21)));
         drop(log);
