@@ -60,9 +60,10 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Straight into the array: the executor parses one for every run it starts.
         let hex_part = s.trim().strip_prefix("sha256:").ok_or_else(|| DigestError(s.to_string()))?;
-        let bytes = hex::decode(hex_part).map_err(|_| DigestError(s.to_string()))?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| DigestError(s.to_string()))?;
+        let mut arr = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut arr).map_err(|_| DigestError(s.to_string()))?;
         Ok(Self(arr))
     }
 }
@@ -95,6 +96,10 @@ mod tests {
         assert!(Digest::looks_like(&d.to_string()));
         assert!(!Digest::looks_like("examples/echo.wasm"));
         assert!("sha256:abc".parse::<Digest>().is_err());
+        assert!(format!("{d}00").parse::<Digest>().is_err(), "too long");
+        assert!(d.to_string().replace('a', "g").parse::<Digest>().is_err(), "not hex");
+        assert!(d.hex().parse::<Digest>().is_err(), "no prefix");
+        assert_eq!(format!(" {d}\n").parse::<Digest>().unwrap(), d);
         let mut h = Hasher::default();
         h.update(b"a");
         h.update(b"bc");
