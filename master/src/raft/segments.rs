@@ -349,6 +349,20 @@ mod tests {
         log.sync().unwrap();
     }
 
+    /// The first segment's file, and where its records end.
+    fn first_segment(log: &Segments) -> (PathBuf, u64) {
+        (log.segments[0].path.clone(), log.segments[0].len)
+    }
+
+    fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    /// Writes `bytes` at `offset` behind the log's back, as a crash or a bad disk would.
+    fn scribble(path: &Path, offset: u64, bytes: &[u8]) {
+        OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, offset).unwrap();
+    }
+
     #[test]
     fn appends_reads_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
@@ -368,15 +382,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Segments::open(dir.path(), None).unwrap();
         append(&mut log, 1..=10);
-        let path = log.segments[0].path.clone();
-        let end = log.segments[0].len;
+        let (path, end) = first_segment(&log);
         drop(log);
         // The last three bytes of the last record never reached the disk.
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&[0, 0, 0], end - 3).unwrap();
+        scribble(&path, end - 3, &[0, 0, 0]);
         let mut log = Segments::open(dir.path(), None).unwrap();
         assert_eq!(log.last_index(), Some(9));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), log.segments[0].len, "the torn record is cut off");
+        assert_eq!(file_len(&path), log.segments[0].len, "the torn record is cut off");
         append(&mut log, 10..=12);
         drop(log);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -391,16 +403,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Segments::open(dir.path(), None).unwrap();
         append(&mut log, 1..=10);
-        let path = log.segments[0].path.clone();
-        let end = log.segments[0].len;
-        let size = std::fs::metadata(&path).unwrap().len();
+        let (path, end) = first_segment(&log);
+        let size = file_len(&path);
         assert_eq!(size, end + ZERO_AHEAD);
         append(&mut log, 11..=20);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "appends rewrite the zeros");
+        assert_eq!(file_len(&path), size, "appends rewrite the zeros");
         drop(log);
         let mut log = Segments::open(dir.path(), None).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(20)));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "the zeros mark the end; nothing is cut");
+        assert_eq!(file_len(&path), size, "the zeros mark the end; nothing is cut");
         append(&mut log, 21..=21);
         assert_eq!(log.read(21).unwrap(), Some(payload(21)));
         drop(log);
@@ -414,14 +425,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Segments::open(dir.path(), None).unwrap();
         append(&mut log, 1..=5);
-        let (path, end) = (log.segments[0].path.clone(), log.segments[0].len);
+        let (path, end) = first_segment(&log);
         drop(log);
         // A torn write whose first sectors did not reach the disk but a later one did.
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(b"later sector", end + 4096).unwrap();
+        scribble(&path, end + 4096, b"later sector");
         let mut log = Segments::open(dir.path(), None).unwrap();
         assert_eq!(log.last_index(), Some(5));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+        assert_eq!(file_len(&path), end);
         append(&mut log, 6..=6);
         drop(log);
         assert_eq!(Segments::open(dir.path(), None).unwrap().last_index(), Some(6));
@@ -440,11 +450,9 @@ mod tests {
         assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(5)));
         assert_eq!(log.read(3).unwrap(), Some(payload(3)));
         // Anything else behind a closed segment's records is corruption.
-        let first = log.segments[0].path.clone();
-        let end = log.segments[0].len;
+        let (first, end) = first_segment(&log);
         drop(log);
-        let f = OpenOptions::new().write(true).open(&first).unwrap();
-        f.write_all_at(b"x", end + 10).unwrap();
+        scribble(&first, end + 10, b"x");
         assert!(Segments::open(both.path(), None).is_err());
     }
 
@@ -455,8 +463,8 @@ mod tests {
         append(&mut log, 5..=20);
         log.truncate(15).unwrap();
         assert_eq!(log.last_index(), Some(14));
-        let cut = std::fs::metadata(&log.segments[0].path).unwrap().len();
-        assert_eq!(cut, log.segments[0].len, "no stale record stays behind the end");
+        let (path, end) = first_segment(&log);
+        assert_eq!(file_len(&path), end, "no stale record stays behind the end");
         append(&mut log, 15..=16);
         assert_eq!(log.read(16).unwrap(), Some(payload(16)));
         log.purge(10).unwrap();
