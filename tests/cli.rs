@@ -10,12 +10,17 @@ use wasmgrid_tests::guests;
 use wasmgrid_tests::process::{bin, Proc};
 
 fn master(dir: &Path) -> Proc {
-    let args = vec![
+    master_with(dir, &[])
+}
+
+fn master_with(dir: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
         "--master-addr".into(),
         "127.0.0.1:0".into(),
         "--data-dir".into(),
         dir.join("master").display().to_string(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     Proc::start("master", &args, &dir.join("master.log"))
 }
 
@@ -139,6 +144,28 @@ fn upload_submit_and_wait_through_the_cli() {
     let bad = client(&m, &["task", "submit", "no-such-file.wasm"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("neither"), "{}", stderr(&bad));
+}
+
+#[test]
+fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = master_with(dir.path(), &["--max-message-size", "4MiB", "--max-input-size", "2MiB"]);
+    let _e = executor(dir.path(), &m);
+    let echo = dir.path().join("echo.wasm");
+    std::fs::write(&echo, guests::echo()).unwrap();
+    let echo = echo.display().to_string();
+
+    // Six 1 MiB inputs with room for all in flight: one submit of them all would be 6 MiB.
+    let args = ["--output", "json", "bench", "--module", &echo, "--tasks", "6", "--concurrency", "40"];
+    let big = client(&m, &[&args[..], &["--input-size", "1048576"]].concat());
+    assert!(big.status.success(), "{}", stderr(&big));
+    assert_eq!((json(&big)["tasks"].as_u64(), json(&big)["failed"].as_u64()), (Some(6), Some(0)));
+
+    for flag in ["--tasks", "--concurrency"] {
+        let zero = client(&m, &["bench", "--module", &echo, flag, "0"]);
+        assert_eq!(zero.status.code(), Some(2), "{flag} 0");
+        assert!(stderr(&zero).contains("at least 1"), "{}", stderr(&zero));
+    }
 }
 
 #[test]

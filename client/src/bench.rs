@@ -10,6 +10,9 @@ use wasmgrid_proto as pb;
 
 use crate::{Client, ClientError};
 
+/// Bytes of inputs in one submit at most (a single larger task still goes alone).
+const BATCH_BYTES: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// A module digest.
@@ -90,8 +93,9 @@ async fn run_async(
     concurrency: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(Vec<Duration>, usize), ClientError> {
-    // Batches keep the in-flight window full without one RPC per task.
-    let batch = (concurrency / 4).clamp(1, 1000);
+    // Batches keep the in-flight window full without one RPC per task, and stay far below
+    // any master's max-message-size (4 MiB at the least) whatever the input size.
+    let batch = (concurrency / 4).clamp(1, 1000).min((BATCH_BYTES / (spec.input.len() + 64)).max(1));
     let window = Arc::new(Semaphore::new(concurrency));
     let done: Arc<Mutex<(Vec<Duration>, usize)>> = Arc::new(Mutex::new((Vec::with_capacity(tasks), 0)));
     let mut waiters = Vec::new();

@@ -18,10 +18,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub module: String,
     /// How many tasks.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     pub tasks: usize,
     /// Tasks in flight at once.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = at_least_one)]
     pub concurrency: usize,
     /// Bytes of input per task.
     #[arg(long, default_value_t = 16)]
@@ -37,6 +37,14 @@ pub struct BenchArgs {
     /// tasks use every slot.
     #[arg(long)]
     pub memory: Option<Size>,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyhow::Result<i32> {
