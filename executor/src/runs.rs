@@ -139,8 +139,11 @@ impl Runs {
             .collect()
     }
 
-    pub fn running_ids(&self) -> Vec<u64> {
-        self.lock().running.keys().map(|k| k.0).collect()
+    /// Task ids of the runs executing now, and of those still waiting for a slot.
+    pub fn ids(&self) -> (Vec<u64>, Vec<u64>) {
+        let runs = self.lock();
+        let (waiting, running) = runs.running.keys().partition::<Vec<&RunKey>, _>(|k| runs.waiting.contains(k));
+        (running.iter().map(|k| k.0).collect(), waiting.iter().map(|k| k.0).collect())
     }
 
     /// Runs assigned and not finished, those waiting for a slot included.
@@ -220,5 +223,20 @@ mod tests {
         runs.ack([key]);
         assert!(runs.overdue(Duration::ZERO).is_empty());
         assert_eq!(runs.outbox_len(), 0);
+    }
+
+    #[test]
+    fn runs_waiting_for_a_slot_are_told_apart_from_running_ones() {
+        let runs = Runs::default();
+        for key in [(1, 1), (2, 1), (3, 2)] {
+            assert!(runs.hold(key).is_some());
+        }
+        runs.started((2, 1));
+        let (running, mut waiting) = runs.ids();
+        waiting.sort_unstable();
+        assert_eq!((running, waiting), (vec![2], vec![1, 3]));
+        runs.finish((2, 1), Outcome::default());
+        assert_eq!(runs.ids().0, Vec::<u64>::new(), "a finished run is neither");
+        assert_eq!(runs.running_count(), 2, "waiting runs are still held");
     }
 }

@@ -23,12 +23,13 @@ impl WorkerService {
 impl Worker for WorkerService {
     async fn status(&self, _: Request<pb::WorkerStatusRequest>) -> Result<Response<pb::WorkerStatus>, Status> {
         let a = &self.agent;
-        let running = a.runs.running_ids();
+        let (running, waiting) = a.runs.ids();
         Ok(Response::new(pb::WorkerStatus {
             name: a.name.clone(),
             slots: a.slots(),
             busy: u32::try_from(a.busy()).unwrap_or(u32::MAX),
             running,
+            waiting,
             master: a.status.master.lock().map(|m| m.clone()).unwrap_or_default(),
             connected: a.status.connected.load(Ordering::Relaxed),
             cached_modules: a.modules.len() as u64,
