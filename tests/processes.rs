@@ -40,7 +40,7 @@ async fn a_killed_master_restarts_with_everything_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = master(dir.path(), 0);
     let port = m.addr.port();
-    let client = Client::new(vec![m.addr.clone()]).unwrap().with_deadline(Duration::from_secs(30));
+    let client = Arc::new(Client::new(vec![m.addr.clone()]).unwrap().with_deadline(Duration::from_secs(30)));
     let echo = client.upload_module(&guests::reverse(), Arc::new(|_| {})).await.unwrap();
     let fail = client.upload_module(&guests::fail(), Arc::new(|_| {})).await.unwrap();
 
@@ -59,6 +59,13 @@ async fn a_killed_master_restarts_with_everything_it_acknowledged() {
 
     // A task acknowledged while no executor is connected.
     let pending = client.submit(vec![spec(&echo.digest, "after the crash")]).await.unwrap()[0];
+    // A wait begun before the crash outlives it: it moves on to the master once it is back.
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.wait_one(pending).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
     m.kill();
 
     let m = master(dir.path(), port);
@@ -76,6 +83,8 @@ async fn a_killed_master_restarts_with_everything_it_acknowledged() {
     let t = client.wait_one(pending).await.unwrap();
     assert_eq!((t.state(), t.output.as_slice()), (pb::TaskState::Succeeded, &b"hsarc eht retfa"[..]));
     assert_eq!(t.attempts, 1);
+    let heard = waiting.await.unwrap().unwrap();
+    assert_eq!((heard.id, heard.state()), (pending, pb::TaskState::Succeeded));
 }
 
 async fn wait_until<F, Fut>(mut check: F)

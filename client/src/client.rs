@@ -270,6 +270,9 @@ impl Client {
         let mut remaining: Vec<u64> = ids.to_vec();
         remaining.sort_unstable();
         remaining.dedup();
+        // Since the last task heard of, the stream kept breaking (its master died or lost
+        // the lead): the wait moves on to the leader until the deadline.
+        let mut broken_since: Option<Instant> = None;
         while !remaining.is_empty() {
             let request = pb::WaitTasksRequest { ids: remaining.clone() };
             let mut stream = self
@@ -281,11 +284,15 @@ impl Client {
             loop {
                 match stream.message().await {
                     Ok(Some(task)) => {
+                        broken_since = None;
                         remaining.retain(|id| *id != task.id);
                         each(task);
                     }
                     Ok(None) => break,
-                    Err(status) if retryable(&status) => {
+                    Err(status) if retryable(&status) || broken(&status) => {
+                        if broken_since.get_or_insert_with(Instant::now).elapsed() > self.deadline {
+                            return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });
+                        }
                         self.redirect(&status);
                         break;
                     }
@@ -348,6 +355,15 @@ impl Client {
 fn retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable)
         || (status.code() == Code::Unknown && status.message().contains("transport"))
+}
+
+/// A stream cut by its connection rather than ended by its master: the master died, or its
+/// connection did. A master ends a stream it refuses with a deliberate code instead.
+fn broken(status: &Status) -> bool {
+    matches!(status.code(), Code::Unknown | Code::Internal | Code::Cancelled)
+        && ["h2 protocol error", "connection", "operation was canceled", "broken pipe", "transport"]
+            .iter()
+            .any(|m| status.message().contains(m))
 }
 
 fn upload_messages(bytes: &[u8]) -> Vec<pb::UploadModuleRequest> {
