@@ -232,3 +232,41 @@ async fn cancelling_a_long_task_frees_its_slot_for_the_next() {
     assert_eq!(t.output, b"next");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_executor_with_a_taken_name_is_refused_until_the_first_leaves() {
+    let cluster = Cluster::start(1).await;
+    let client = cluster.client();
+    let executor = |status: &pb::ClusterStatusResponse| {
+        let named: Vec<_> = status.executors.iter().filter(|e| e.name == "executor-0").collect();
+        assert_eq!(named.len(), 1, "{status:?}");
+        (named[0].addr.clone(), named[0].connected)
+    };
+    let first = executor(&client.cluster_status().await.unwrap());
+    let dir = cluster.dir.path().join("impostor");
+    let second = TestExecutor::start(std::slice::from_ref(&cluster.master.addr), &dir, |o| {
+        o.name = Some("executor-0".into());
+    })
+    .await;
+    // Refused: the first keeps its registration (no flapping between the two).
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(executor(&client.cluster_status().await.unwrap()), first);
+        assert!(!second.agent.status.connected.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    // Once the first has left, the name is free.
+    let mut cluster = cluster;
+    cluster.executors.remove(0).stop().await;
+    let mut taken_over = false;
+    for _ in 0..100 {
+        let (addr, connected) = executor(&client.cluster_status().await.unwrap());
+        if connected && addr != first.0 {
+            taken_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken_over, "the second executor never got the free name");
+    second.stop().await;
+    cluster.stop().await;
+}

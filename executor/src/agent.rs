@@ -27,6 +27,8 @@ use crate::sandbox::{Job, Kind, Outcome, Sandbox};
 
 /// A result the leader has not acknowledged this long after it was sent is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
+/// How often an executor whose name another one holds asks again.
+const NAME_TAKEN_RETRY: Duration = Duration::from_secs(2);
 
 /// What the agent shares with the status API.
 #[derive(Default)]
@@ -157,6 +159,16 @@ impl Agent {
         send(&out, Out::Hello(hello)).await?;
         let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                // Another executor has our name: say so plainly, and ask again now and then
+                // (it may be this executor's own previous life, not yet given up).
+                tracing::error!(master = %addr, "{}", status.message());
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(NAME_TAKEN_RETRY) => {}
+                }
+                return Err(status.message().to_string());
+            }
             Err(status) => {
                 self.masters.learn_leader(&status);
                 return Err(status.message().to_string());

@@ -74,6 +74,15 @@ impl Sessions {
         id
     }
 
+    /// Whether another process holds `name`: a session of another incarnation, heard from
+    /// within `lease`. An executor restarted after a crash its master has not noticed gets
+    /// in once its old session has been silent that long.
+    pub fn taken(&self, name: &str, incarnation: u64, lease: Duration) -> bool {
+        let open = self.lock();
+        open.get(name).is_some_and(|s| s.incarnation != incarnation)
+            && self.seen().get(name).is_some_and(|i| i.connected && i.last_seen.elapsed() < lease)
+    }
+
     /// True while `id` is still the session of `name`.
     pub fn is_current(&self, name: &str, id: u64) -> bool {
         self.lock().get(name).is_some_and(|s| s.id == id)

@@ -56,6 +56,12 @@ impl ExecutorGateway for GatewayService {
         if hello.name.is_empty() || hello.slots == 0 {
             return Err(Status::invalid_argument("hello needs a name and at least one slot"));
         }
+        if self.node.replica.sessions.taken(&hello.name, hello.incarnation, lease(&self.node, &hello)) {
+            return Err(Status::already_exists(format!(
+                "executor name {:?} is taken by another executor connected to the cluster; give this one its own --name",
+                hello.name
+            )));
+        }
         let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
         tokio::spawn(serve(self.node.clone(), hello, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -76,6 +82,14 @@ impl ExecutorGateway for GatewayService {
     }
 }
 
+/// The executor's lease: silent this long, it is lost.
+fn lease(node: &Node, hello: &pb::Hello) -> Duration {
+    match hello.keepalive_ttl_ms {
+        0 => node.config.keepalive_ttl,
+        ms => Duration::from_millis(ms.max(100)),
+    }
+}
+
 async fn serve(
     node: Arc<Node>,
     hello: pb::Hello,
@@ -86,10 +100,7 @@ async fn serve(
     // Which runs wait for a slot is known before the session counts as heard from.
     node.replica.sessions.note_held(&name, &hello.running, crate::clock::now_ms(), true);
     let session = node.replica.sessions.open(&name, hello.incarnation, tx.clone(), hello.trials);
-    let lease = match hello.keepalive_ttl_ms {
-        0 => node.config.keepalive_ttl,
-        ms => Duration::from_millis(ms.max(100)),
-    };
+    let lease = lease(&node, &hello);
     let register = Command::Register {
         name: name.clone(),
         addr: hello.advertise_addr.clone(),
