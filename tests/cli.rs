@@ -60,7 +60,7 @@ fn json(o: &Output) -> Value {
 fn upload_submit_and_wait_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let m = master(dir.path());
-    let _e = executor(dir.path(), &m);
+    let e = executor(dir.path(), &m);
     let reverse = dir.path().join("reverse.wasm");
     std::fs::write(&reverse, guests::reverse()).unwrap();
     let fail = dir.path().join("fail.wasm");
@@ -144,6 +144,32 @@ fn upload_submit_and_wait_through_the_cli() {
     let bad = client(&m, &["task", "submit", "no-such-file.wasm"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("neither"), "{}", stderr(&bad));
+
+    // A reader that stops reading (`| head -1`) ends the client quietly.
+    for args in [&["task", "list"][..], &["task", "submit", &digest, "--input", "x", "--wait"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let cut = Command::new(bin("master-client"))
+            .env("WASMGRID_MASTER_ADDR", m.addr.host_port())
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!((cut.status.code(), stderr(&cut)), (Some(0), String::new()), "{args:?}");
+    }
+
+    // An address where no master answers (an executor's status port) is passed over for
+    // the next; given only such addresses, the client says so at once.
+    let addrs = format!("{},{}", e.addr.host_port(), m.addr.host_port());
+    let found = client_at(&addrs, &["task", "get", &id]);
+    assert!(found.status.success(), "{}", stderr(&found));
+    let none = client_at(&e.addr.host_port(), &["task", "get", &id]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stderr(&none).contains("no wasmgrid master at"), "{}", stderr(&none));
+}
+
+fn client_at(addrs: &str, args: &[&str]) -> Output {
+    Command::new(bin("master-client")).env("WASMGRID_MASTER_ADDR", addrs).args(args).output().unwrap()
 }
 
 #[test]

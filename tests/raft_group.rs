@@ -241,4 +241,11 @@ async fn a_minority_refuses_writes_with_a_clear_error() {
     assert!(listed.iter().any(|t| t.id == id));
     let id2 = client.submit(vec![spec(&module, "again".into())]).await.unwrap()[0];
     assert!(id2 > id);
+
+    // Down to a follower: given every address, the error is the follower's own answer (no
+    // leader), not the connect error of whichever dead master was tried last.
+    group.kill(group.leader(Duration::from_secs(20)).await);
+    let all = Client::new(group.addrs()).unwrap().with_deadline(Duration::from_secs(3));
+    let err = all.get(id).await.unwrap_err().to_string();
+    assert!(err.contains("leader"), "{err}");
 }

@@ -22,7 +22,14 @@ pub struct Client {
     state: Mutex<State>,
     deadline: Duration,
     security: Security,
+    notice: Option<Notice>,
 }
+
+/// Hears, once per call, that no master has answered for a while (the call goes on).
+pub type Notice = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How long a call fails before the notice hears of it.
+const NOTICE_AFTER: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct State {
@@ -46,7 +53,14 @@ impl Client {
             state: Mutex::new(State::default()),
             deadline: Duration::from_secs(30),
             security: Security::default(),
+            notice: None,
         })
+    }
+
+    /// Tells `notice` when a call has found no master for a few seconds and keeps trying.
+    pub fn with_notice(mut self, notice: Notice) -> Self {
+        self.notice = Some(notice);
+        self
     }
 
     /// Presents the cluster token and talks TLS as `security` says.
@@ -152,6 +166,11 @@ impl Client {
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(20);
         let mut tried = Vec::new();
+        // Addresses where something other than a master answered, and what it said.
+        let mut not_masters: Vec<(Addr, String)> = Vec::new();
+        // The last refusal a master itself gave: more telling than a later connect error.
+        let mut heard: Option<String> = None;
+        let mut noticed = false;
         loop {
             let addr = self.target();
             let status = match call(self.master(&addr)?).await {
@@ -164,16 +183,41 @@ impl Client {
                 }
                 Err(s) => s,
             };
-            let dropped = status.code() == Code::Cancelled && self.lock().answered.contains(&addr);
+            let answered = self.lock().answered.contains(&addr);
+            if !answered && not_a_master(&status) {
+                // An executor's port, a web server, TLS on one side only: try the others.
+                if !not_masters.iter().any(|(a, _)| *a == addr) {
+                    not_masters.push((addr.clone(), self.explain(&status)));
+                }
+                if self.addrs.iter().all(|a| not_masters.iter().any(|(n, _)| n == a)) {
+                    let what = not_masters.iter().map(|(a, why)| format!("{a}: {why}")).collect::<Vec<_>>();
+                    let message = format!("no wasmgrid master at the given address(es) ({})", what.join("; "));
+                    return Err(ClientError::Refused { code: status.code(), message });
+                }
+                self.redirect(&status);
+                continue;
+            }
+            let dropped = status.code() == Code::Cancelled && answered;
             if !retryable(&status) && !dropped {
                 return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });
             }
             if !tried.contains(&addr.to_string()) {
                 tried.push(addr.to_string());
             }
+            if !is_transport(&status) {
+                heard = Some(format!("{addr}: {}", status.message()));
+            }
             self.redirect(&status);
-            if failing_since.get_or_insert_with(Instant::now).elapsed() > self.deadline {
-                return Err(ClientError::Unavailable { tried: tried.join(", "), last: self.explain(&status) });
+            let failing = failing_since.get_or_insert_with(Instant::now).elapsed();
+            let last = || heard.clone().unwrap_or_else(|| self.explain(&status));
+            if failing > self.deadline {
+                return Err(ClientError::Unavailable { tried: tried.join(", "), last: last() });
+            }
+            if failing > NOTICE_AFTER && !noticed {
+                noticed = true;
+                if let Some(notice) = &self.notice {
+                    notice(&format!("no master answers yet ({}); retrying for up to {:?}", last(), self.deadline));
+                }
             }
             // A named leader is tried at once; otherwise back off a little.
             if status.metadata().get(LEADER_METADATA).is_none() {
@@ -349,6 +393,20 @@ impl Client {
         self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await.map(|r| r.into_inner()) })
             .await
     }
+}
+
+/// Something other than a master answered: a server without the master API (an executor's
+/// status port, a web server) or one speaking another protocol (TLS on one side only).
+fn not_a_master(status: &Status) -> bool {
+    status.code() == Code::Unimplemented
+        || (status.code() == Code::Unknown && status.message().contains("h2 protocol error"))
+}
+
+/// No answer at all: the address is down or unreachable.
+fn is_transport(status: &Status) -> bool {
+    ["transport error", "tcp connect", "connect error", "connection", "dns error"]
+        .iter()
+        .any(|m| status.message().contains(m))
 }
 
 /// Unavailable means "not the leader" or "not reachable": another master may answer.

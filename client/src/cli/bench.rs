@@ -76,11 +76,17 @@ pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyho
             } else {
                 format!("{} in flight", report.concurrency)
             };
-            println!(
+            out!(
                 "{:<14} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10}",
-                "MODE", "TASKS", "FAILED", "SECONDS", "TASKS/S", "P50 MS", "P99 MS"
+                "MODE",
+                "TASKS",
+                "FAILED",
+                "SECONDS",
+                "TASKS/S",
+                "P50 MS",
+                "P99 MS"
             );
-            println!(
+            out!(
                 "{:<14} {:>10} {:>8} {:>10.2} {:>12.0} {:>10.2} {:>10.2}",
                 mode,
                 report.tasks,

@@ -31,16 +31,16 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
             }));
         }
         Output::Text => {
-            println!(
+            out!(
                 "leader: {}  term: {}  pending: {}  running: {}",
                 or_none(&s.leader),
                 s.term,
                 s.pending_tasks,
                 s.running_tasks
             );
-            println!("\nMEMBER           ROLE       REACHABLE  LOG     LAG  API               PEER");
+            out!("\nMEMBER           ROLE       REACHABLE  LOG     LAG  API               PEER");
             for m in &s.members {
-                println!(
+                out!(
                     "{:<16} {:<10} {:<10} {:<7} {:<4} {:<17} {}",
                     m.name,
                     m.role,
@@ -51,7 +51,7 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
                     m.peer_addr
                 );
             }
-            println!();
+            out!();
             print_executors(&s.executors);
         }
     }
@@ -69,9 +69,15 @@ pub fn executor_json(e: &wasmgrid_proto::ExecutorInfo) -> serde_json::Value {
 }
 
 pub fn print_executors(executors: &[wasmgrid_proto::ExecutorInfo]) {
-    println!(
+    out!(
         "{:<24} {:<12} {:>7} {:>6}  {:>19}  {:>9}  {:<16} ADDR",
-        "EXECUTOR", "STATE", "SLOTS", "QUEUED", "MEMORY RESERVED", "HEARTBEAT", "RUNNING"
+        "EXECUTOR",
+        "STATE",
+        "SLOTS",
+        "QUEUED",
+        "MEMORY RESERVED",
+        "HEARTBEAT",
+        "RUNNING"
     );
     for e in executors {
         let memory = format!(
@@ -85,7 +91,7 @@ pub fn print_executors(executors: &[wasmgrid_proto::ExecutorInfo]) {
         if running.len() > 16 {
             running = format!("{}…", &running[..15]);
         }
-        println!(
+        out!(
             "{:<24} {:<12} {:>3}/{:<3} {:>6}  {:>19}  {:>9}  {:<16} {}",
             e.name,
             e.state,
@@ -108,9 +114,9 @@ pub fn member_json(m: &wasmgrid_proto::Member) -> serde_json::Value {
 }
 
 pub fn print_members(members: &[wasmgrid_proto::Member]) {
-    println!("MEMBER           ROLE       REACHABLE  LOG      LAG    API                    PEER");
+    out!("MEMBER           ROLE       REACHABLE  LOG      LAG    API                    PEER");
     for m in members {
-        println!(
+        out!(
             "{:<16} {:<10} {:<10} {:<8} {:<6} {:<22} {}",
             m.name,
             m.role,

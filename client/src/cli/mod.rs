@@ -1,5 +1,16 @@
 //! The `master-client` command line: a thin layer over [`Client`](crate::Client).
 
+/// `println!`, except that the program ends quietly once the reader has gone
+/// (`master-client task list | head -1`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
 mod bench;
 mod cluster;
 mod executors;
@@ -7,6 +18,8 @@ mod members;
 mod modules;
 mod render;
 mod tasks;
+
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use wasmgrid_common::AddrList;
@@ -82,7 +95,7 @@ pub async fn run(cli: Cli) -> i32 {
             Ok(s) => s,
             Err(e) => return report(&e.to_string()),
         };
-    let client = client.with_security(security);
+    let client = client.with_security(security).with_notice(Arc::new(|note: &str| eprintln!("note: {note}")));
     // How long to look for a leader before giving up (humantime, e.g. 30s).
     let client = match std::env::var("WASMGRID_CLIENT_DEADLINE").ok().map(|d| d.parse::<wasmgrid_common::Dur>()) {
         Some(Ok(d)) => client.with_deadline(d.0),
@@ -101,6 +114,15 @@ pub async fn run(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(e) => report(&format!("{e:#}")),
     }
+}
+
+/// Writing to stdout failed: a closed pipe ends the program quietly (the reader has what it
+/// wanted), anything else as an error.
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    std::process::exit(report(&format!("writing to stdout: {e}")));
 }
 
 fn report(message: &str) -> i32 {

@@ -25,7 +25,7 @@ pub async fn run(client: &Client, cmd: ModuleCommand, output: Output) -> anyhow:
             let m = upload(client, &file).await?;
             match output {
                 Output::Json => print_json(&module_json(&m)),
-                Output::Text => println!("{}", m.digest),
+                Output::Text => out!("{}", m.digest),
             }
         }
         ModuleCommand::List => {
@@ -33,9 +33,9 @@ pub async fn run(client: &Client, cmd: ModuleCommand, output: Output) -> anyhow:
             match output {
                 Output::Json => print_json(&modules.iter().map(module_json).collect()),
                 Output::Text => {
-                    println!("{:<71}  {:>10}  KIND", "DIGEST", "SIZE");
+                    out!("{:<71}  {:>10}  KIND", "DIGEST", "SIZE");
                     for m in &modules {
-                        println!("{:<71}  {:>10}  {}", m.digest, m.size, module_kind(m.kind()));
+                        out!("{:<71}  {:>10}  {}", m.digest, m.size, module_kind(m.kind()));
                     }
                 }
             }

@@ -80,7 +80,7 @@ pub fn task_json(t: &pb::Task) -> Value {
 }
 
 pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
 /// `kind: message` of a failed task.

@@ -100,7 +100,7 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             let t = client.get(id).await?;
             match output {
                 Output::Json => print_json(&task_json(&t)),
-                Output::Text => println!("{}", task_text(&t)),
+                Output::Text => out!("{}", task_text(&t)),
             }
             Ok(0)
         }
@@ -125,13 +125,18 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             match output {
                 Output::Json => print_json(&tasks.iter().map(task_json).collect()),
                 Output::Text => {
-                    println!(
+                    out!(
                         "{:>8}  {:<10} {:<19} {:>8} {:>9}  {:<20} ERROR",
-                        "ID", "STATE", "MODULE", "ATTEMPTS", "TIME", "EXECUTOR"
+                        "ID",
+                        "STATE",
+                        "MODULE",
+                        "ATTEMPTS",
+                        "TIME",
+                        "EXECUTOR"
                     );
                     for t in &tasks {
                         let error = t.error.as_ref().map(|_| failure_line(t)).unwrap_or_default();
-                        println!(
+                        out!(
                             "{:>8}  {:<10} {:<19} {:>8} {:>7}ms  {:<20} {}",
                             t.id,
                             state(t.state()),
@@ -150,7 +155,7 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             let t = client.cancel(id).await?;
             match output {
                 Output::Json => print_json(&task_json(&t)),
-                Output::Text => println!("task {id} {}", state(t.state())),
+                Output::Text => out!("task {id} {}", state(t.state())),
             }
             Ok(0)
         }
@@ -196,7 +201,7 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         let id = *ids.first().context("the master returned no task id")?;
         match output {
             Output::Json => print_json(&task_json(&client.get(id).await?)),
-            Output::Text => println!("{id}"),
+            Output::Text => out!("{id}"),
         }
         return Ok(0);
     }
@@ -223,8 +228,9 @@ pub async fn resolve_module(client: &Client, module: &str) -> anyhow::Result<Str
 /// The raw output on stdout; a failure on stderr.
 fn print_outcome(t: &pb::Task) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&t.output)?;
-    stdout.flush()?;
+    if let Err(e) = stdout.write_all(&t.output).and_then(|()| stdout.flush()) {
+        super::stdout_failed(e);
+    }
     if t.state() != pb::TaskState::Succeeded {
         eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
     }
