@@ -145,6 +145,15 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("neither"), "{}", stderr(&bad));
 
+    // Several tasks waited for: each output under a header, as `head` shows several files.
+    let submit = |input: &str| stdout(&client(&m, &["task", "submit", &digest, "--input", input])).trim().to_string();
+    let (one, two) = (submit("one"), submit("two"));
+    let waited = client(&m, &["task", "wait", &one, &two]);
+    let expected = format!("==> task {one} succeeded <==\neno\n\n==> task {two} succeeded <==\nowt\n");
+    assert_eq!((waited.status.code(), stdout(&waited)), (Some(0), expected));
+    let waited = json(&client(&m, &["--output", "json", "task", "wait", &one, &two]));
+    assert_eq!((waited[0]["output"].as_str(), waited[1]["output"].as_str()), (Some("eno"), Some("owt")));
+
     // A reader that stops reading (`| head -1`) ends the client quietly.
     for args in [&["task", "list"][..], &["task", "submit", &digest, "--input", "x", "--wait"]] {
         let (reader, writer) = std::io::pipe().unwrap();
@@ -187,6 +196,13 @@ fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     assert!(big.status.success(), "{}", stderr(&big));
     assert_eq!((json(&big)["tasks"].as_u64(), json(&big)["failed"].as_u64()), (Some(6), Some(0)));
 
+    // A zero limit is refused, not quietly the default.
+    for flag in ["--fuel", "--memory", "--timeout", "--max-attempts"] {
+        let value = if flag == "--timeout" { "0s" } else { "0" };
+        let zero = client(&m, &["task", "submit", &echo, "--input", "x", flag, value]);
+        assert_eq!(zero.status.code(), Some(1), "{flag} 0");
+        assert!(stderr(&zero).contains(&format!("{flag} must be more than 0")), "{}", stderr(&zero));
+    }
     for flag in ["--tasks", "--concurrency"] {
         let zero = client(&m, &["bench", "--module", &echo, flag, "0"]);
         assert_eq!(zero.status.code(), Some(2), "{flag} 0");

@@ -1,6 +1,7 @@
 //! Logging set-up shared by the binaries: `-L LEVEL`, `--log-file F`, `--log-format text|json`.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -20,7 +21,7 @@ pub enum LogFormat {
 pub enum LoggingError {
     #[error("invalid log level `{0}`: use error, warn, info, debug, trace or a filter such as wasmgrid_master=debug")]
     Level(String),
-    #[error("cannot open log file {path}: {source}")]
+    #[error("cannot open log file {path}")]
     File { path: String, source: std::io::Error },
 }
 
@@ -46,7 +47,10 @@ pub fn init(level: &str, file: Option<&Path>, format: LogFormat) -> Result<(), L
                 LogFormat::Json => builder.json().try_init(),
             }
         }
-        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).try_init(),
+        // Colours only for a terminal: not in a file or a pipe (`master ... 2> log`).
+        (None, LogFormat::Text) => {
+            builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).try_init()
+        }
         (None, LogFormat::Json) => builder.json().with_writer(std::io::stderr).try_init(),
     };
     // A second init (tests starting several roles in one process) is harmless.

@@ -238,6 +238,9 @@ impl MasterOptions {
                 Size(max_message_size / 2)
             )));
         }
+        if self.max_batch_size == Some(0) {
+            return Err(ConfigError("max-batch-size must be at least 1".into()));
+        }
         let default_memory = self.default_memory.unwrap_or(Size::mib(128)).bytes();
         if default_memory == 0 {
             return Err(ConfigError("default-memory must be more than 0".into()));
@@ -264,7 +267,7 @@ impl MasterOptions {
             max_module_size,
             max_input_size,
             max_message_size: usize::try_from(max_message_size).unwrap_or(usize::MAX),
-            max_batch_size: self.max_batch_size.unwrap_or(10_000).max(1) as usize,
+            max_batch_size: self.max_batch_size.unwrap_or(10_000) as usize,
             max_pending_tasks: self.max_pending_tasks.unwrap_or(1_000_000).max(1),
             default_memory,
             default_timeout: self.default_timeout.unwrap_or(Dur::secs(60)).0,
@@ -326,6 +329,16 @@ mod tests {
         let text = SAMPLE_CONFIG;
         for key in all.keys() {
             assert!(table.contains_key(key) || text.contains(&format!("# {key} =")), "sample lacks `{key}`");
+        }
+    }
+
+    #[test]
+    fn zero_counts_and_sizes_are_refused_not_bent() {
+        for (opts, key) in [
+            (MasterOptions { max_batch_size: Some(0), ..Default::default() }, "max-batch-size"),
+            (MasterOptions { default_memory: Some(Size(0)), ..Default::default() }, "default-memory"),
+        ] {
+            assert!(opts.resolve().unwrap_err().to_string().contains(key), "{key}");
         }
     }
 

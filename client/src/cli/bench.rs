@@ -29,7 +29,7 @@ pub struct BenchArgs {
     /// One task at a time, submit to result: the round trip.
     #[arg(long)]
     pub sync: bool,
-    /// Fuel of each task (default: the executor's).
+    /// Fuel of each task (0: the executor's default).
     #[arg(long, default_value_t = 0)]
     pub fuel: u64,
     /// Memory cap of each task, e.g. 16MiB (default: the master's default-memory). The

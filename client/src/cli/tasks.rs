@@ -112,9 +112,15 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             match output {
                 Output::Json if done.len() == 1 => print_json(&task_json(&done[0])),
                 Output::Json => print_json(&done.iter().map(task_json).collect()),
+                Output::Text if done.len() == 1 => print_outcome(&done[0])?,
                 Output::Text => {
-                    for t in &done {
+                    // Like `head` given several files: a header before each output.
+                    for (i, t) in done.iter().enumerate() {
+                        out!("{}==> task {} {} <==", if i == 0 { "" } else { "\n" }, t.id, state(t.state()));
                         print_outcome(t)?;
+                        if !t.output.is_empty() && !t.output.ends_with(b"\n") {
+                            out!();
+                        }
                     }
                 }
             }
@@ -176,6 +182,15 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         }
         (None, None) => Vec::new(),
     };
+    let zero = [
+        ("--fuel", args.fuel == Some(0)),
+        ("--memory", args.memory.is_some_and(|m| m.bytes() == 0)),
+        ("--timeout", args.timeout.is_some_and(|t| t.as_millis() == 0)),
+        ("--max-attempts", args.max_attempts == Some(0)),
+    ];
+    if let Some((flag, _)) = zero.iter().find(|(_, zero)| *zero) {
+        bail!("{flag} must be more than 0 (leave it out for the default)");
+    }
     let mut env = Vec::new();
     for pair in &args.env {
         let Some((key, value)) = pair.split_once('=') else {

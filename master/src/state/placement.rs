@@ -113,7 +113,7 @@ pub(super) fn pending_reason(sm: &StateMachine, t: &TaskRecord) -> String {
     let need = t.spec.limits.memory;
     let largest = usable.iter().map(|e| e.memory).max().unwrap_or(0);
     if need > largest {
-        return format!("needs {} of memory, largest executor has {}", Size(need), Size(largest));
+        return format!("needs {} of memory, largest executor has {}", Size(need).human(), Size(largest).human());
     }
     if usable.iter().all(|e| e.free_slots() == 0) {
         return "waiting for a free slot".to_string();
