@@ -219,6 +219,12 @@ fn no_master_gives_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no master answered"), "{}", stderr(&out));
+    // https:// without the CA to check the masters' certificates against is refused at once.
+    let out =
+        Command::new(bin("master-client")).args(["--master-addr", "https://127.0.0.1:1", "task", "list"]).output();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--tls-ca"), "{}", stderr(&out));
 }
 
 #[test]

@@ -125,6 +125,11 @@ impl ExecutorOptions {
         if join.is_empty() {
             return Err(ConfigError("--join is required: the address of at least one master (host:port,...)".into()));
         }
+        if let Some(a) = join.iter().find(|a| a.tls()).filter(|_| self.tls_ca.is_none()) {
+            return Err(ConfigError(format!(
+                "--join {a} asks for TLS: give --tls-ca, the CA of the masters' certificates"
+            )));
+        }
         let worker_addr = self.worker_addr.unwrap_or_else(|| Addr::new("127.0.0.1", 10250));
         let advertise_addr = self.advertise_addr.unwrap_or_else(|| worker_addr.clone());
         if let Some(name) = &self.name {
@@ -196,6 +201,8 @@ mod tests {
     #[test]
     fn join_is_required_and_checked() {
         assert!(ExecutorOptions::default().resolve().unwrap_err().to_string().contains("--join"));
+        let https = ExecutorOptions { join: Some("https://m:1".parse().unwrap()), ..Default::default() };
+        assert!(https.resolve().unwrap_err().to_string().contains("--tls-ca"));
         assert!("a:1,,b:2".parse::<AddrList>().is_err());
         assert!(toml::from_str::<ExecutorOptions>("join = \"nope\"").is_err());
         let o: ExecutorOptions = toml::from_str("join = [\"a:1\", \"http://b:2\"]").unwrap();

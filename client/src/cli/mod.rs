@@ -81,6 +81,9 @@ pub enum Command {
 
 /// Runs the command; the exit code is 0 on success, 1 when a task failed or on any error.
 pub async fn run(cli: Cli) -> i32 {
+    if let Some(a) = cli.master_addr.0.iter().find(|a| a.tls()).filter(|_| cli.tls_ca.is_none()) {
+        return report(&format!("{a} asks for TLS: give --tls-ca, the CA of the masters' certificates"));
+    }
     let client = match Client::new(cli.master_addr.0.clone()) {
         Ok(c) => c,
         Err(e) => return report(&e.to_string()),
