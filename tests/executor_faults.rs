@@ -170,6 +170,17 @@ async fn sigterm_drains_an_executor_and_the_cli_drains_another() {
     assert!(status.success());
     let err = client.drain_executor("nope").await.unwrap_err();
     assert!(err.to_string().contains("no executor named nope"), "{err}");
+
+    // With no master left to say goodbye to, an idle executor still stops promptly.
+    group.start_executor("e3", 1);
+    wait_until("e3 connected", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().executors.iter().any(|e| e.name == "e3" && e.connected)
+    })
+    .await;
+    group.kill(0);
+    group.executors[2].signal(libc::SIGTERM);
+    let status = group.executors[2].wait_exit(Duration::from_secs(8)).expect("e3 exits without a master");
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,6 +13,8 @@ use crate::agent::Agent;
 
 /// How long acknowledgements and the farewell may take once the runs are done.
 const SETTLE: Duration = Duration::from_secs(10);
+/// How long an idle executor with no master in reach waits for one before leaving.
+const NO_MASTER_GRACE: Duration = Duration::from_secs(2);
 
 impl Agent {
     /// Drains: the leader places nothing new here, runs still waiting for a slot are given
@@ -44,11 +46,20 @@ impl Agent {
         while (self.runs.running_count() > 0 || self.runs.outbox_len() > 0) && Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let leaving = Instant::now();
         loop {
             if self.send_now(Out::Leaving(pb::Leaving {})).await
                 && tokio::time::timeout(Duration::from_secs(2), self.left.cancelled()).await.is_ok()
             {
                 tracing::info!("drained; the leader has forgotten this executor");
+                return;
+            }
+            // Nothing left to hand over and no master to say goodbye to: the lease tells the
+            // masters soon enough, and a stopping process should not wait for them.
+            let idle = self.runs.running_count() == 0 && self.runs.outbox_len() == 0;
+            if idle && !self.status.connected.load(Ordering::Relaxed) && leaving.elapsed() > NO_MASTER_GRACE {
+                tracing::warn!("no master to tell that this executor leaves; leaving anyway");
+                self.left.cancel();
                 return;
             }
             if Instant::now() > settle + SETTLE {
