@@ -23,7 +23,8 @@ struct Inner {
     /// Held runs not started yet: waiting for a slot.
     waiting: HashSet<RunKey>,
     /// Runs this executor gave up, and why.
-    abandoned: HashMap<RunKey, String>,
+    /// Runs given up, with why, and whether they were still waiting (never started).
+    abandoned: HashMap<RunKey, (String, bool)>,
     /// Each result with when it was last sent.
     outbox: BTreeMap<RunKey, (pb::TaskResult, Instant)>,
     /// Most runs at once so far (never more than the slots).
@@ -33,7 +34,8 @@ struct Inner {
 impl Inner {
     /// Marks `key` as given up with `why` and cancels it if it is still going.
     fn abandon(&mut self, key: RunKey, why: &str) {
-        self.abandoned.insert(key, why.to_string());
+        let not_started = self.waiting.contains(&key);
+        self.abandoned.insert(key, (why.to_string(), not_started));
         if let Some(t) = self.running.get(&key) {
             t.cancel();
         }
@@ -82,11 +84,13 @@ impl Runs {
         let mut runs = self.lock();
         runs.running.remove(&key);
         runs.waiting.remove(&key);
-        let o = match runs.abandoned.remove(&key) {
-            Some(why) => Outcome { failure: Some((pb::FailureKind::ExecutorLost, why)), ..o },
-            None => o,
+        let (o, not_started) = match runs.abandoned.remove(&key) {
+            Some((why, not_started)) => {
+                (Outcome { failure: Some((pb::FailureKind::ExecutorLost, why)), ..o }, not_started)
+            }
+            None => (o, false),
         };
-        let result = task_result(key, o);
+        let result = pb::TaskResult { not_started, ..task_result(key, o) };
         // It goes out right away through the agent's finished channel.
         runs.outbox.insert(key, (result, Instant::now()));
     }
@@ -201,6 +205,7 @@ pub fn task_result(key: RunKey, o: Outcome) -> pb::TaskResult {
         exit_code: o.exit_code,
         stderr: o.stderr,
         stderr_truncated: o.stderr_truncated,
+        not_started: false,
     }
 }
 
@@ -223,6 +228,22 @@ mod tests {
         runs.ack([key]);
         assert!(runs.overdue(Duration::ZERO).is_empty());
         assert_eq!(runs.outbox_len(), 0);
+    }
+
+    #[test]
+    fn a_run_given_back_before_it_started_says_so() {
+        let runs = Runs::default();
+        for key in [(1, 1), (2, 1)] {
+            assert!(runs.hold(key).is_some());
+        }
+        runs.started((1, 1));
+        assert_eq!(runs.abandon_all("draining"), 2);
+        for key in [(1, 1), (2, 1)] {
+            runs.finish(key, Outcome::default());
+        }
+        let results = runs.overdue(Duration::ZERO);
+        let given_back: Vec<_> = results.iter().map(|r| (r.task_id, r.not_started, r.failure.is_some())).collect();
+        assert_eq!(given_back, vec![(1, false, true), (2, true, true)]);
     }
 
     #[test]

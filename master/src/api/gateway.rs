@@ -142,8 +142,17 @@ async fn serve(
                 node.replica.sessions.touch(&name, session);
                 match kind {
                     Kind::Results(results) => {
-                        let reports = results.results.into_iter().map(|r| convert::report(&name, r)).collect();
-                        node.proposer.propose_detached(Command::Finish(reports));
+                        let (given_back, ran): (Vec<_>, Vec<_>) =
+                            results.results.into_iter().partition(|r| r.not_started);
+                        if !given_back.is_empty() {
+                            let runs =
+                                given_back.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
+                            node.proposer.propose_detached(Command::GiveBack { executor: name.clone(), runs });
+                        }
+                        if !ran.is_empty() {
+                            let reports = ran.into_iter().map(|r| convert::report(&name, r)).collect();
+                            node.proposer.propose_detached(Command::Finish(reports));
+                        }
                     }
                     Kind::TrialResults(results) => {
                         for r in results.results {

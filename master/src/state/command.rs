@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::effects::RunRef;
 use super::module::ModuleMeta;
 use super::task::{Report, TaskId, TaskSpec};
 
@@ -93,6 +94,12 @@ pub enum Command {
     /// kept none), so every replica starts counting at the same entry, wherever its replay
     /// of the log began.
     TrackShortRuns,
+    /// Runs `executor` gave back before they started (it drained while they waited for a
+    /// slot): pending again, and the attempt does not count. (Last, so older logs decode.)
+    GiveBack {
+        executor: String,
+        runs: Vec<RunRef>,
+    },
 }
 
 /// What applying one command answers to its proposer.

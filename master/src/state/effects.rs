@@ -26,7 +26,7 @@ pub struct Dispatch {
 }
 
 /// One run on one executor, named by its fencing token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct RunRef {
     pub task: TaskId,
     pub attempt: u32,

@@ -128,6 +128,13 @@ impl StateMachine {
                 }
                 Response::Done
             }
+            Command::GiveBack { executor, runs } => {
+                for run in runs {
+                    fx.acks.push((executor.clone(), run));
+                    self.give_back(&executor, run, fx);
+                }
+                Response::Done
+            }
             Command::Ran { request_id, task, report } => self.ran(request_id, task, *report, now, fx),
             Command::Cancel(id) => match self.cancel(id, now, fx) {
                 Ok(()) => Response::Done,
@@ -305,6 +312,26 @@ impl StateMachine {
         let error = r.failure;
         fx.outputs.push((r.task, r.output));
         self.finalize(r.task, state, error, now, fx);
+    }
+
+    /// Puts a run its executor never started back in the queue, its attempt not counted.
+    /// The attempt number is used again; a repeat of this report from the old executor is
+    /// told apart by the executor's name (a draining executor is given no task).
+    fn give_back(&mut self, executor: &str, run: RunRef, fx: &mut Effects) {
+        let current = self.live.get(&run.task).is_some_and(|t| {
+            t.state == TaskState::Running && t.attempts == run.attempt && t.executor.as_deref() == Some(executor)
+        });
+        if !current {
+            return;
+        }
+        self.release(run.task);
+        let Some(t) = self.live.get_mut(&run.task) else {
+            return;
+        };
+        t.attempts = t.attempts.saturating_sub(1);
+        t.state = TaskState::Pending;
+        self.queue.insert(t);
+        fx.changed.insert(t.id);
     }
 
     fn cancel(&mut self, id: TaskId, now: i64, fx: &mut Effects) -> Result<(), Refusal> {
