@@ -68,7 +68,7 @@ async fn a_killed_master_restarts_with_everything_it_acknowledged() {
     assert!(!waiting.is_finished());
     m.kill();
 
-    let m = master(dir.path(), port);
+    let mut m = master(dir.path(), port);
     let modules = client.list_modules().await.unwrap();
     assert_eq!(modules.len(), 2);
     let first = client.get(done[0]).await.unwrap();
@@ -85,6 +85,21 @@ async fn a_killed_master_restarts_with_everything_it_acknowledged() {
     assert_eq!(t.attempts, 1);
     let heard = waiting.await.unwrap().unwrap();
     assert_eq!((heard.id, heard.state()), (pending, pb::TaskState::Succeeded));
+
+    // A call cut by the master's crash (a run waited for in one call) is made again once
+    // the master is back: it carries a request id, so repeating it is safe. A new client, as
+    // a command line's first call: a cut it has no earlier answer to explain.
+    let slow = client.upload_module(&guests::sleeper(1000), Arc::new(|_| {})).await.unwrap();
+    let run = tokio::spawn({
+        let fresh = Client::new(vec![m.addr.clone()]).unwrap().with_deadline(Duration::from_secs(30));
+        let spec = spec(&slow.digest, "");
+        async move { fresh.run(spec).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    m.kill();
+    let _m = master(dir.path(), port);
+    let t = run.await.unwrap().unwrap();
+    assert_eq!(t.state(), pb::TaskState::Succeeded, "{:?}", t.error);
 }
 
 async fn wait_until<F, Fut>(mut check: F)

@@ -194,7 +194,8 @@ async fn a_draining_executor_gives_back_the_runs_waiting_in_its_queue() {
     // Whichever of them took the slot first.
     let mut where_ran: Vec<(String, u32)> = ran.into_values().collect();
     where_ran.sort();
-    let expected = [("executor-0", 1), ("other", 1), ("other", 1)].map(|(e, a)| (e.to_string(), a));
+    // A run given back is allowed one more attempt: 2 of 2 for those, though they had 1.
+    let expected = [("executor-0", 1), ("other", 2), ("other", 2)].map(|(e, a)| (e.to_string(), a));
     assert_eq!(where_ran, expected, "the started run finishes there, the waiting ones run elsewhere at once");
     other.stop().await;
     cluster.stop().await;

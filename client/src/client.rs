@@ -30,6 +30,8 @@ pub type Notice = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How long a call fails before the notice hears of it.
 const NOTICE_AFTER: Duration = Duration::from_secs(3);
+/// A wait's stream up this long before it broke was healthy: the break starts a new count.
+const STABLE_STREAM: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct State {
@@ -195,10 +197,17 @@ impl Client {
                     return Err(ClientError::Refused { code: status.code(), message });
                 }
                 self.redirect(&status);
+                // A follower may keep naming this address as its leader: no busy loop.
+                if failing_since.get_or_insert_with(Instant::now).elapsed() > self.deadline {
+                    let last = heard.clone().unwrap_or_else(|| format!("{addr}: {}", self.explain(&status)));
+                    return Err(ClientError::Unavailable { tried: tried.join(", "), last });
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
                 continue;
             }
             let dropped = status.code() == Code::Cancelled && answered;
-            if !retryable(&status) && !dropped {
+            if !retryable(&status) && !dropped && !cut(&status) {
                 return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });
             }
             if !tried.contains(&addr.to_string()) {
@@ -314,9 +323,12 @@ impl Client {
         let mut remaining: Vec<u64> = ids.to_vec();
         remaining.sort_unstable();
         remaining.dedup();
-        // Since the last task heard of, the stream kept breaking (its master died or lost
-        // the lead): the wait moves on to the leader until the deadline.
+        // Since when streams keep breaking soon after they open (their master died or lost
+        // the lead): the wait moves on to the leader, backing off, until the deadline. A
+        // stream that delivered a task or stayed up a while resets it: a long wait survives
+        // any number of failovers spread over its life.
         let mut broken_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(50);
         while !remaining.is_empty() {
             let request = pb::WaitTasksRequest { ids: remaining.clone() };
             let mut stream = self
@@ -325,6 +337,7 @@ impl Client {
                     async move { c.wait_tasks(request).await.map(|r| r.into_inner()) }
                 })
                 .await?;
+            let opened = Instant::now();
             loop {
                 match stream.message().await {
                     Ok(Some(task)) => {
@@ -334,10 +347,15 @@ impl Client {
                     }
                     Ok(None) => break,
                     Err(status) if retryable(&status) || broken(&status) => {
+                        if opened.elapsed() > STABLE_STREAM {
+                            (broken_since, backoff) = (None, Duration::from_millis(50));
+                        }
                         if broken_since.get_or_insert_with(Instant::now).elapsed() > self.deadline {
                             return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });
                         }
                         self.redirect(&status);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
                         break;
                     }
                     Err(status) => {
@@ -399,7 +417,15 @@ impl Client {
 /// status port, a web server) or one speaking another protocol (TLS on one side only).
 fn not_a_master(status: &Status) -> bool {
     status.code() == Code::Unimplemented
-        || (status.code() == Code::Unknown && status.message().contains("h2 protocol error"))
+        || (status.code() == Code::Unknown && status.message().contains("h2 protocol error") && !cut(status))
+}
+
+/// The connection broke in the middle of a call: the master died or restarted (not a sign
+/// that no master is there).
+fn cut(status: &Status) -> bool {
+    ["error reading a body", "connection reset", "broken pipe", "connection closed", "operation was canceled"]
+        .iter()
+        .any(|m| status.message().contains(m))
 }
 
 /// No answer at all: the address is down or unreachable.

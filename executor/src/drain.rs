@@ -13,8 +13,9 @@ use crate::agent::Agent;
 
 /// How long acknowledgements and the farewell may take once the runs are done.
 const SETTLE: Duration = Duration::from_secs(10);
-/// How long an idle executor with no master in reach waits for one before leaving.
-const NO_MASTER_GRACE: Duration = Duration::from_secs(2);
+/// How long an idle executor with no master in reach waits for one before leaving: long
+/// enough for a leader election.
+const NO_MASTER_GRACE: Duration = Duration::from_secs(5);
 
 impl Agent {
     /// Drains: the leader places nothing new here, runs still waiting for a slot are given

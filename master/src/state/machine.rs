@@ -314,9 +314,9 @@ impl StateMachine {
         self.finalize(r.task, state, error, now, fx);
     }
 
-    /// Puts a run its executor never started back in the queue, its attempt not counted.
-    /// The attempt number is used again; a repeat of this report from the old executor is
-    /// told apart by the executor's name (a draining executor is given no task).
+    /// Puts a run its executor never started back in the queue without using up an attempt:
+    /// the task is allowed one more. Attempt numbers stay the runs' fencing tokens, so the
+    /// next run is a new attempt, and nothing said about this one can touch it.
     fn give_back(&mut self, executor: &str, run: RunRef, fx: &mut Effects) {
         let current = self.live.get(&run.task).is_some_and(|t| {
             t.state == TaskState::Running && t.attempts == run.attempt && t.executor.as_deref() == Some(executor)
@@ -328,7 +328,7 @@ impl StateMachine {
         let Some(t) = self.live.get_mut(&run.task) else {
             return;
         };
-        t.attempts = t.attempts.saturating_sub(1);
+        t.spec.max_attempts = t.spec.max_attempts.saturating_add(1);
         t.state = TaskState::Pending;
         self.queue.insert(t);
         fx.changed.insert(t.id);

@@ -537,25 +537,29 @@ fn a_run_expired_past_its_timeout_ends_the_streak() {
 }
 
 #[test]
-fn a_run_given_back_before_it_started_runs_elsewhere_without_using_an_attempt() {
+fn a_run_given_back_before_it_started_runs_again_without_using_an_attempt() {
     let mut w = World::new();
     w.register("e1", 1, 256, 1);
     let (ids, fx) = w.submit(vec![TaskSpec { max_attempts: 1, ..spec(16, 0) }]);
     assert_eq!(placed(&fx), vec![(ids[0], "e1".to_string())]);
-    w.apply(vec![Command::Drain("e1".into())]);
-    w.register("e2", 1, 256, 2);
 
+    // Back on the same executor (it gave the run back on losing its masters, not draining):
+    // a new attempt, one more allowed.
     let give_back = || Command::GiveBack { executor: "e1".into(), runs: vec![RunRef { task: ids[0], attempt: 1 }] };
     let (_, fx) = w.apply(vec![give_back()]);
     assert_eq!(fx.acks, vec![("e1".to_string(), RunRef { task: ids[0], attempt: 1 })]);
-    assert_eq!(placed(&fx), vec![(ids[0], "e2".to_string())]);
-    assert_eq!(fx.dispatch[0].attempt, 1, "the attempt given back is not counted");
-    assert_eq!(w.sm.executor("e1").unwrap().free_slots(), 1);
+    assert_eq!(placed(&fx), vec![(ids[0], "e1".to_string())]);
+    assert_eq!(fx.dispatch[0].attempt, 2, "attempt numbers stay the runs' fencing tokens");
+    assert_eq!(w.sm.live_task(ids[0]).unwrap().spec.max_attempts, 2);
 
-    // A repeat from the old executor changes nothing: the run is e2's now.
-    let (_, fx) = w.apply(vec![give_back()]);
-    assert!(fx.dispatch.is_empty() && fx.changed.is_empty());
+    // Whatever is said late about attempt 1 leaves attempt 2 alone.
+    let (_, fx) = w.apply(vec![give_back(), Command::Expire { task: ids[0], attempt: 1 }]);
+    assert!(fx.dispatch.is_empty() && fx.changed.is_empty() && fx.finished.is_empty());
+    let fx = w.report(ids[0], 1, "e1", Some(Failure::new(FailureKind::Trap, "late")));
+    assert!(fx.finished.is_empty());
     assert_eq!(w.state(ids[0]), Some(TaskState::Running));
-    let fx = w.report(ids[0], 1, "e2", None);
-    assert_eq!((fx.finished[0].state, fx.finished[0].attempts), (TaskState::Succeeded, 1));
+
+    // Lost with its one real attempt used, it fails as before.
+    w.register("e1", 1, 256, 2);
+    assert_eq!(w.state(ids[0]), None, "a new incarnation: the run is lost and the task out of attempts");
 }
