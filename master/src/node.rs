@@ -2,6 +2,7 @@
 //! services and the background loops.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,6 +32,9 @@ pub struct Node {
     metrics: watch::Receiver<Metrics>,
     /// When this master last became leader (leases of executors count from then at most).
     leader_since: Mutex<Option<Instant>>,
+    /// The last log index when this master became leader: its state is current once it has
+    /// applied that far (`u64::MAX` while not leading).
+    ready_at: AtomicU64,
     /// When each other master last answered a probe (see `background::health`).
     heard_from: Mutex<HashMap<NodeId, Instant>>,
 }
@@ -49,6 +53,7 @@ impl Node {
             trials: Trials::default(),
             metrics,
             leader_since: Mutex::new(None),
+            ready_at: AtomicU64::new(u64::MAX),
             heard_from: Mutex::default(),
         }
     }
@@ -88,9 +93,13 @@ impl Node {
                 ));
             }
             // A new leader has applied every committed entry only once it has applied one of
-            // its own term (its first, blank entry): until then its state may be stale, e.g.
-            // right after a restart, before the log is applied again.
-            if m.last_applied.is_none_or(|l| l.leader_id.term < m.current_term) {
+            // its own term (its first, blank entry), and everything its log held when it took
+            // the lead: a lone master restarting takes it back in the same term, without a
+            // new entry, and its state is stale until the log it kept is applied again.
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            if m.last_applied.is_none_or(|l| l.leader_id.term < m.current_term)
+                || applied < self.ready_at.load(Ordering::Acquire)
+            {
                 return Err(ApiError::Unavailable(
                     "this master has just become the leader and is still applying the log; retry in a moment".into(),
                 ));
@@ -127,6 +136,11 @@ impl Node {
     }
 
     pub(crate) fn set_leader_since(&self, since: Option<Instant>) {
+        let ready_at = match since {
+            Some(_) => self.metrics.borrow().last_log_index.unwrap_or(0),
+            None => u64::MAX,
+        };
+        self.ready_at.store(ready_at, Ordering::Release);
         *self.leader_since.lock().unwrap_or_else(|p| p.into_inner()) = since;
     }
 
