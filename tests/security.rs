@@ -158,7 +158,8 @@ async fn a_secured_group_forms_and_fails_over() {
         ["--auth-token-file", &token, "--tls-cert", &s(&tls.cert), "--tls-key", &s(&tls.key), "--tls-ca", &s(&tls.ca)];
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut group = wasmgrid_tests::group::Group::start(3, &args);
+    // All at once: founding masters probe each other before they serve, over TLS.
+    let mut group = wasmgrid_tests::group::Group::start_at_once(3, &args);
     let files = SecurityFiles {
         auth_token_file: Some(token.clone().into()),
         tls_ca: Some(tls.ca.clone()),

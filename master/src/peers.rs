@@ -41,7 +41,13 @@ impl Peers {
     pub async fn probe(&self, addr: &str) -> Result<pb::ProbeReply, String> {
         let mut req = tonic::Request::new(pb::ProbeRequest {});
         req.set_timeout(Duration::from_secs(1));
-        Ok(self.client(addr)?.probe(req).await.map_err(|s| s.message().to_string())?.into_inner())
+        // The whole call, handshakes included: founding masters probe each other before they
+        // serve, and a TLS handshake with a listener nobody serves yet never ends by itself.
+        let mut client = self.client(addr)?;
+        match tokio::time::timeout(Duration::from_secs(2), client.probe(req)).await {
+            Ok(reply) => Ok(reply.map_err(|s| s.message().to_string())?.into_inner()),
+            Err(_) => Err(format!("no answer from {addr} within 2s")),
+        }
     }
 
     /// Tells the leader at `addr` where clients reach this master.

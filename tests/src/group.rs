@@ -60,6 +60,30 @@ pub fn free_port() -> u16 {
 impl Group {
     /// Starts `n` masters named m0..m{n-1}; `extra` flags go to every master.
     pub fn start(n: usize, extra: &[&str]) -> Self {
+        let mut group = Self::new(n, extra);
+        for i in 0..n {
+            group.restart(i);
+        }
+        group
+    }
+
+    /// Like `start`, with every master started at the same moment rather than each once the
+    /// one before listens: the founding masters then find each other bound but not serving.
+    pub fn start_at_once(n: usize, extra: &[&str]) -> Self {
+        let mut group = Self::new(n, extra);
+        let starts: Vec<(Vec<String>, PathBuf)> = (0..n).map(|i| group.args(i)).collect();
+        let procs: Vec<Proc> = std::thread::scope(|s| {
+            let threads: Vec<_> =
+                starts.iter().map(|(args, log)| s.spawn(move || Proc::start("master", args, log))).collect();
+            threads.into_iter().map(|t| t.join().expect("a master did not start")).collect()
+        });
+        for (m, p) in group.masters.iter_mut().zip(procs) {
+            m.proc = Some(p);
+        }
+        group
+    }
+
+    fn new(n: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let masters = (0..n)
             .map(|i| MasterProc {
@@ -70,12 +94,7 @@ impl Group {
                 proc: None,
             })
             .collect();
-        let mut group =
-            Self { masters, executors: Vec::new(), dir, extra: extra.iter().map(|s| s.to_string()).collect() };
-        for i in 0..n {
-            group.restart(i);
-        }
-        group
+        Self { masters, executors: Vec::new(), dir, extra: extra.iter().map(|s| s.to_string()).collect() }
     }
 
     fn initial_cluster(&self) -> String {
@@ -84,8 +103,14 @@ impl Group {
 
     /// (Re)starts master `i` on its data dir and ports.
     pub fn restart(&mut self, i: usize) {
+        let (args, log) = self.args(i);
+        self.masters[i].proc = Some(Proc::start("master", &args, &log));
+    }
+
+    /// The flags and log file of master `i`.
+    fn args(&self, i: usize) -> (Vec<String>, PathBuf) {
         let cluster = self.initial_cluster();
-        let m = &mut self.masters[i];
+        let m = &self.masters[i];
         let mut args = vec![
             "--name".to_string(),
             m.name.clone(),
@@ -101,8 +126,7 @@ impl Group {
             m.dir.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
-        let log = self.dir.path().join(format!("{}.log", m.name));
-        m.proc = Some(Proc::start("master", &args, &log));
+        (args, self.dir.path().join(format!("{}.log", m.name)))
     }
 
     /// Adds master `m{n}` to the list (not yet to the group) and starts it.
