@@ -172,6 +172,14 @@ fn upload_submit_and_wait_through_the_cli() {
     let addrs = format!("{},{}", e.addr.host_port(), m.addr.host_port());
     let found = client_at(&addrs, &["task", "get", &id]);
     assert!(found.status.success(), "{}", stderr(&found));
+    // Nor does a listener that accepts connections and never answers hold the client up
+    // for long (it used to take 30 s of missed pings).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addrs = format!("{},{}", silent.local_addr().unwrap(), m.addr.host_port());
+    let started = std::time::Instant::now();
+    let found = client_at(&addrs, &["task", "get", &id]);
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
     let none = client_at(&e.addr.host_port(), &["task", "get", &id]);
     assert_eq!(none.status.code(), Some(1));
     assert!(stderr(&none).contains("no wasmgrid master at"), "{}", stderr(&none));

@@ -103,7 +103,11 @@ impl Client {
             .map_err(|e| ClientError::Invalid(format!("bad master address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
+            // Pings: a master that died or froze, or a listener that accepts connections but
+            // never answers, is given up within about 8 s and the next address tried. A live
+            // master answers pings even while a long call (a task run) is under way.
+            .http2_keep_alive_interval(Duration::from_secs(3))
+            .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
             .connect_lazy();
         let channel = self.security.wrap(channel);
