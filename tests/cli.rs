@@ -204,6 +204,13 @@ fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     assert!(big.status.success(), "{}", stderr(&big));
     assert_eq!((json(&big)["tasks"].as_u64(), json(&big)["failed"].as_u64()), (Some(6), Some(0)));
 
+    // Failed tasks: the table, then one line on stderr that says so, exit 1.
+    let fail = dir.path().join("fail.wasm");
+    std::fs::write(&fail, guests::fail()).unwrap();
+    let failing = client(&m, &["bench", "--module", fail.to_str().unwrap(), "--tasks", "3", "--concurrency", "3"]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(stderr(&failing).contains("3 of the 3 tasks failed"), "{}", stderr(&failing));
+
     // A zero limit is refused, not quietly the default.
     for flag in ["--fuel", "--memory", "--timeout", "--max-attempts"] {
         let value = if flag == "--timeout" { "0s" } else { "0" };

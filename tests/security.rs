@@ -130,6 +130,17 @@ async fn with_a_token_and_tls_only_the_right_parties_get_in() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(e.to_string().contains("TLS"), "{e}");
 
+    // A CA that did not sign the master's certificate: refused at once, not retried.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = tls_files(other.path()).ca;
+    let files = SecurityFiles { tls_ca: Some(other_ca), ..Default::default() };
+    let wrong_ca =
+        Client::new(vec![cluster.master.addr.clone()]).unwrap().with_security(Security::load(&files).unwrap());
+    let started = Instant::now();
+    let e = wrong_ca.cluster_status().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(e.to_string().contains("certificate"), "{e}");
+
     // The executor and Raft peer services refuse a caller without the token too.
     let tls_only =
         Security::load(&SecurityFiles { tls_ca: Some(cluster.tls.ca.clone()), ..Default::default() }).unwrap();

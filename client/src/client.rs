@@ -210,6 +210,10 @@ impl Client {
                 backoff = (backoff * 2).min(Duration::from_millis(500));
                 continue;
             }
+            // A certificate the CA does not vouch for will not change by retrying.
+            if status.message().contains("invalid peer certificate") {
+                return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });
+            }
             let dropped = status.code() == Code::Cancelled && answered;
             if !retryable(&status) && !dropped && !cut(&status) {
                 return Err(ClientError::Refused { code: status.code(), message: self.explain(&status) });

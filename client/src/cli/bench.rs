@@ -98,5 +98,8 @@ pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyho
             );
         }
     }
+    if report.failed > 0 {
+        eprintln!("error: {} of the {} tasks failed (see `task list --state failed`)", report.failed, report.tasks);
+    }
     Ok(i32::from(report.failed > 0))
 }
