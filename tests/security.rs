@@ -105,7 +105,7 @@ fn refused(e: &ClientError) -> (Option<Code>, String) {
 async fn with_a_token_and_tls_only_the_right_parties_get_in() {
     let cluster = Secured::start();
     let _good = cluster.executor("good", TOKEN);
-    let _bad = cluster.executor("intruder", "not-the-token");
+    let bad = cluster.executor("intruder", "not-the-token");
     let client = cluster.client(Some(TOKEN), true);
 
     // The right client and executor: end to end.
@@ -156,6 +156,9 @@ async fn with_a_token_and_tls_only_the_right_parties_get_in() {
     let status = client.cluster_status().await.unwrap();
     let names: Vec<&str> = status.executors.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["good"]);
+    // And its log says why, at the default level.
+    let log = std::fs::read_to_string(&bad.log).unwrap();
+    assert!(log.contains("wrong auth token"), "{log}");
 }
 
 /// Three masters that share the token and speak TLS to each other form a group, replicate

@@ -116,6 +116,8 @@ impl Agent {
     /// Keeps a stream to the leader open until `shutdown`, reconnecting as needed.
     pub async fn run(self: Arc<Self>, mut finished: mpsc::UnboundedReceiver<RunKey>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(50);
+        // The last reason logged as a warning: repeats of it (every retry) go to debug.
+        let mut told = String::new();
         while !shutdown.is_cancelled() {
             let addr = self.masters.next();
             let started = Instant::now();
@@ -124,6 +126,11 @@ impl Agent {
             self.status.connected.store(false, Ordering::Relaxed);
             match result {
                 Ok(()) => return,
+                // A wrong token, a TLS mismatch, no master up yet: say it once, plainly.
+                Err(e) if e != told => {
+                    tracing::warn!(master = %addr, error = %e, "no session with the leader; retrying");
+                    told = e;
+                }
                 Err(e) => tracing::debug!(master = %addr, error = %e, "session ended"),
             }
             if started.elapsed() > Duration::from_secs(5) {
