@@ -453,9 +453,8 @@ fn retryable(status: &Status) -> bool {
 /// connection did. A master ends a stream it refuses with a deliberate code instead.
 fn broken(status: &Status) -> bool {
     matches!(status.code(), Code::Unknown | Code::Internal | Code::Cancelled)
-        && ["h2 protocol error", "connection", "operation was canceled", "broken pipe", "transport"]
-            .iter()
-            .any(|m| status.message().contains(m))
+        && (cut(status)
+            || ["h2 protocol error", "connection", "transport"].iter().any(|m| status.message().contains(m)))
 }
 
 fn upload_messages(bytes: &[u8]) -> Vec<pb::UploadModuleRequest> {
