@@ -2,7 +2,7 @@
 //! and JSON output, exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -98,6 +98,13 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!(run.status.code(), Some(1));
     assert_eq!(json(&run)["error"]["kind"], "task_error");
     assert_eq!(json(&run)["error"]["message"], "the input was rejected");
+    // A command program's own stderr comes through on stderr, before the failure line.
+    let readfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/tasks/build/readfile.wasm");
+    let run = client(&m, &["task", "submit", readfile.to_str().unwrap(), "--arg", "/etc/hosts", "--wait"]);
+    assert_eq!(run.status.code(), Some(1));
+    let said = stderr(&run);
+    let (guest, ours) = (said.find("cannot open /etc/hosts"), said.find("task_error: the program exited with code 2"));
+    assert!(guest.is_some() && ours.is_some() && guest < ours, "{said}");
 
     // Input from stdin, and get / wait / list.
     let mut child = Command::new(bin("master-client"))
@@ -113,9 +120,9 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!(stdout(&client(&m, &["task", "wait", &new_id])), "nidts morf");
     assert_eq!(json(&client(&m, &["--output", "json", "task", "get", &id]))["output_b64"], "YmE=");
     let all = json(&client(&m, &["--output", "json", "task", "list"]));
-    assert_eq!(all.as_array().unwrap().len(), 5);
+    assert_eq!(all.as_array().unwrap().len(), 6);
     let failed = json(&client(&m, &["--output", "json", "task", "list", "--state", "failed"]));
-    assert_eq!(failed.as_array().unwrap().len(), 2);
+    assert_eq!(failed.as_array().unwrap().len(), 3);
 
     let status = json(&client(&m, &["--output", "json", "cluster", "status"]));
     assert_eq!(status["leader"], "master");
@@ -211,13 +218,18 @@ fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     assert_eq!(failing.status.code(), Some(1));
     assert!(stderr(&failing).contains("3 of the 3 tasks failed"), "{}", stderr(&failing));
 
-    // A zero limit is refused, not quietly the default.
+    // A zero limit is refused, not quietly the default; like a malformed --env, it is a usage
+    // error (exit 2).
     for flag in ["--fuel", "--memory", "--timeout", "--max-attempts"] {
         let value = if flag == "--timeout" { "0s" } else { "0" };
         let zero = client(&m, &["task", "submit", &echo, "--input", "x", flag, value]);
-        assert_eq!(zero.status.code(), Some(1), "{flag} 0");
-        assert!(stderr(&zero).contains(&format!("{flag} must be more than 0")), "{}", stderr(&zero));
+        assert_eq!(zero.status.code(), Some(2), "{flag} 0");
+        let said = stderr(&zero);
+        assert!(said.contains(flag) && said.contains("must be more than 0"), "{said}");
     }
+    let env = client(&m, &["task", "submit", &echo, "--env", "NOEQUALS"]);
+    assert_eq!(env.status.code(), Some(2));
+    assert!(stderr(&env).contains("`NOEQUALS` is not KEY=VALUE"), "{}", stderr(&env));
     for flag in ["--tasks", "--concurrency"] {
         let zero = client(&m, &["bench", "--module", &echo, flag, "0"]);
         assert_eq!(zero.status.code(), Some(2), "{flag} 0");

@@ -18,6 +18,7 @@ mod members;
 mod modules;
 mod render;
 mod tasks;
+mod values;
 
 use std::sync::Arc;
 

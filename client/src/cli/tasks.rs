@@ -10,6 +10,7 @@ use wasmgrid_proto as pb;
 
 use super::modules::upload;
 use super::render::{failure_line, print_json, state, task_json, task_text};
+use super::values::{env_var, more_than_zero};
 use super::Output;
 use crate::Client;
 
@@ -68,16 +69,16 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "PATH|-")]
     pub input_file: Option<PathBuf>,
     /// Fuel budget (about one unit per wasm instruction); default: the executor's.
-    #[arg(long)]
+    #[arg(long, value_parser = more_than_zero::<u64>)]
     pub fuel: Option<u64>,
     /// Memory cap, e.g. 64MiB; default: the master's default-memory.
-    #[arg(long)]
+    #[arg(long, value_parser = more_than_zero::<Size>)]
     pub memory: Option<Size>,
     /// Wall-clock limit, e.g. 30s; default: the master's default-timeout.
-    #[arg(long)]
+    #[arg(long, value_parser = more_than_zero::<Dur>)]
     pub timeout: Option<Dur>,
     /// Runs allowed when executors are lost under the task.
-    #[arg(long)]
+    #[arg(long, value_parser = more_than_zero::<u32>)]
     pub max_attempts: Option<u32>,
     /// Higher runs first; FIFO within a priority.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
@@ -86,8 +87,8 @@ pub struct SubmitArgs {
     #[arg(long = "arg", value_name = "VALUE", allow_hyphen_values = true)]
     pub args: Vec<String>,
     /// An environment variable of a command program (repeatable).
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = env_var)]
+    pub env: Vec<pb::EnvVar>,
     /// Wait for the task and print its output (or its failure, with exit status 1).
     #[arg(long)]
     pub wait: bool,
@@ -182,22 +183,6 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         }
         (None, None) => Vec::new(),
     };
-    let zero = [
-        ("--fuel", args.fuel == Some(0)),
-        ("--memory", args.memory.is_some_and(|m| m.bytes() == 0)),
-        ("--timeout", args.timeout.is_some_and(|t| t.as_millis() == 0)),
-        ("--max-attempts", args.max_attempts == Some(0)),
-    ];
-    if let Some((flag, _)) = zero.iter().find(|(_, zero)| *zero) {
-        bail!("{flag} must be more than 0 (leave it out for the default)");
-    }
-    let mut env = Vec::new();
-    for pair in &args.env {
-        let Some((key, value)) = pair.split_once('=') else {
-            bail!("--env {pair:?} is not KEY=VALUE");
-        };
-        env.push(pb::EnvVar { key: key.to_string(), value: value.to_string() });
-    }
     let spec = pb::TaskSpec {
         module,
         input,
@@ -209,7 +194,7 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         max_attempts: args.max_attempts.unwrap_or(0),
         priority: args.priority,
         args: args.args,
-        env,
+        env: args.env,
     };
     if !args.wait {
         let ids = client.submit(vec![spec]).await?;
@@ -245,6 +230,17 @@ fn print_outcome(t: &pb::Task) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(&t.output).and_then(|()| stdout.flush()) {
         super::stdout_failed(e);
+    }
+    // The guest's own stderr (a component's log lines) comes through as a local run's would.
+    if !t.stderr.is_empty() {
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(&t.stderr);
+        if !t.stderr.ends_with(b"\n") {
+            let _ = stderr.write_all(b"\n");
+        }
+        if t.stderr_truncated {
+            let _ = stderr.write_all(b"[the task's stderr was cut at the executor's max-stderr-size]\n");
+        }
     }
     if t.state() != pb::TaskState::Succeeded {
         eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
