@@ -39,6 +39,12 @@ async fn oversized_input_upload_and_output_are_refused_naming_the_limit() {
     let spec = pb::TaskSpec { module: echo.clone(), input: vec![b'x'; 20 * MIB], ..Default::default() };
     let e = client.submit(vec![spec]).await.unwrap_err();
     assert!(e.to_string().contains("max-input-size"), "{e}");
+    // Arguments and environment travel and are stored with the input: they count too.
+    let args = vec!["a".repeat(MIB); 12];
+    let env = vec![pb::EnvVar { key: "K".into(), value: "v".repeat(6 * MIB) }];
+    let spec = pb::TaskSpec { module: echo.clone(), input: b"small".to_vec(), args, env, ..Default::default() };
+    let e = client.submit(vec![spec]).await.unwrap_err();
+    assert!(e.to_string().contains("arguments and environment come to"), "{e}");
 
     let big = upload(&client, &guests::big_output(40 * MIB as u32)).await;
     let limits = pb::Limits { memory_bytes: 64 * MIB as u64, ..Default::default() };

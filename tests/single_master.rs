@@ -241,5 +241,14 @@ async fn finished_tasks_are_forgotten_after_the_retention_period() {
     let listed: Vec<u64> = client.list(None, None).await.unwrap().iter().map(|t| t.id).collect();
     assert_eq!(listed, vec![young.id], "only the young task is left");
     assert_eq!(client.get(young.id).await.unwrap().output, b"young");
+    // A forgotten task is told apart from one that never was.
+    let forgotten = client.get(old[1]).await.unwrap_err().to_string();
+    assert!(forgotten.contains("forgotten") && forgotten.contains("result-retention = 1s 500ms"), "{forgotten}");
+    let never = client.get(young.id + 100).await.unwrap_err().to_string();
+    assert!(never.contains("not found") && !never.contains("forgotten"), "{never}");
+    let waited = client.wait_one(old[2]).await.unwrap_err().to_string();
+    assert!(waited.contains("forgotten"), "{waited}");
+    let cancelled = client.cancel(old[3]).await.unwrap_err();
+    assert_eq!(cancelled.code(), Some(tonic::Code::NotFound), "{cancelled}");
     cluster.stop().await;
 }

@@ -110,10 +110,15 @@ pub async fn run(node: Arc<Node>, req: pb::RunTaskRequest) -> Result<pb::Task, A
 fn new_task(node: &Node, spec: pb::TaskSpec) -> Result<NewTask, ApiError> {
     let cfg = &node.config;
     let module: Digest = spec.module.parse().map_err(|e| ApiError::InvalidArgument(format!("{e}")))?;
-    if spec.input.len() as u64 > cfg.max_input_size {
+    // Arguments and environment are stored and sent with the input: the same limit bounds all.
+    let extra: usize = spec.args.iter().map(|a| a.len() + 1).sum::<usize>()
+        + spec.env.iter().map(|e| e.key.len() + e.value.len() + 2).sum::<usize>();
+    let size = (spec.input.len() + extra) as u64;
+    if size > cfg.max_input_size {
+        let what = if extra == 0 { "task input is" } else { "task input, arguments and environment come to" };
         return Err(ApiError::InvalidArgument(format!(
-            "task input is {}, larger than the limit max-input-size = {}",
-            Size(spec.input.len() as u64),
+            "{what} {}, larger than the limit max-input-size = {}",
+            Size(size),
             Size(cfg.max_input_size)
         )));
     }
@@ -151,7 +156,17 @@ fn new_task(node: &Node, spec: pb::TaskSpec) -> Result<NewTask, ApiError> {
 
 pub fn get(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
     node.ensure_leader()?;
-    node.replica.task(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+    node.replica.task(id)?.ok_or_else(|| ApiError::NotFound(not_found(node, id)))
+}
+
+/// Why task `id` has no record: it was never submitted, or it finished and was forgotten.
+fn not_found(node: &Node, id: TaskId) -> String {
+    if id > 0 && id < node.replica.read().next_task_id() {
+        let keep = humantime::format_duration(node.config.result_retention);
+        format!("task {id} not found: it finished and was forgotten (finished tasks are kept for result-retention = {keep})")
+    } else {
+        format!("task {id} not found")
+    }
 }
 
 pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
@@ -159,9 +174,10 @@ pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
     match node.propose(Command::Cancel(id)).await? {
         Response::Refused(Refusal::TaskNotFound(_)) => Err(ApiError::NotFound(format!("task {id} not found"))),
         Response::Refused(Refusal::AlreadyFinished(_)) => {
-            let state = node.replica.task(id)?.and_then(|t| convert::task_state_from(t.state()));
-            let state = state.map_or("finished", |s| s.as_str());
-            Err(ApiError::FailedPrecondition(format!("task {id} has already finished ({state})")))
+            let Some(state) = node.replica.task(id)?.and_then(|t| convert::task_state_from(t.state())) else {
+                return Err(ApiError::NotFound(not_found(node, id)));
+            };
+            Err(ApiError::FailedPrecondition(format!("task {id} has already finished ({})", state.as_str())))
         }
         _ => get(node, id),
     }
@@ -210,7 +226,7 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => {
-                    let _ = out.send(Err(Status::not_found(format!("task {id} not found")))).await;
+                    let _ = out.send(Err(Status::not_found(not_found(&node, id)))).await;
                     return;
                 }
                 Err(e) => {
