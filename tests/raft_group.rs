@@ -180,6 +180,15 @@ async fn members_are_added_and_removed_while_serving() {
     };
     run("before").await;
 
+    // Status read through a follower comes from the leader: only the leader holds the
+    // executors' sessions and knows how far the other members have replicated.
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let follower = Client::new(vec![group.masters[(leader + 1) % 3].api_addr()]).unwrap();
+    let status = follower.cluster_status().await.unwrap();
+    assert!(status.executors.iter().any(|e| e.name == "e1" && e.connected), "{status:?}");
+    let members = follower.list_members().await.unwrap();
+    assert!(members.members.iter().all(|m| m.last_log_index > 0), "{members:?}");
+
     let new = group.start_new_master();
     let url = group.masters[new].peer_url();
     let members = client.add_member("m3", &url).await.unwrap();

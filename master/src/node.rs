@@ -109,6 +109,17 @@ impl Node {
         Err(self.not_leader(self.leader()))
     }
 
+    /// For a read any master can answer but the leader answers best (only the leader holds
+    /// the executors' sessions and knows how far each member has replicated): refuses with
+    /// the leader's address when this master follows a known leader. With no leader known,
+    /// this master's own view is the best there is, and it answers.
+    pub fn prefer_leader(&self) -> Result<(), ApiError> {
+        match self.leader() {
+            Some((id, member)) if id != self.id => Err(self.not_leader(Some((id, member)))),
+            _ => Ok(()),
+        }
+    }
+
     fn not_leader(&self, leader: Option<(NodeId, Member)>) -> ApiError {
         let leader = leader.map(|(id, m)| self.api_addr(id, &m)).filter(|a| !a.is_empty());
         ApiError::NotLeader { leader }

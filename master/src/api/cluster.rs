@@ -12,6 +12,7 @@ use crate::sessions::message;
 use crate::state::{Command, Response};
 
 pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
+    node.prefer_leader()?;
     let m = node.metrics();
     let leader = node.leader().map(|(_, member)| member.name).unwrap_or_default();
     let members = members(node);

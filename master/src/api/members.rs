@@ -20,8 +20,15 @@ use crate::raft::{node_id, Member, NodeId};
 const CATCH_UP: Duration = Duration::from_secs(120);
 
 pub fn list(node: &Node) -> Result<pb::ListMembersResponse, ApiError> {
+    node.prefer_leader()?;
+    Ok(view(node))
+}
+
+/// The members as this master sees them, leader or not (an add or remove answers with it,
+/// even when the leader has just removed itself).
+fn view(node: &Node) -> pb::ListMembersResponse {
     let leader = node.leader().map(|(_, m)| m.name).unwrap_or_default();
-    Ok(pb::ListMembersResponse { members: cluster::members(node), leader })
+    pb::ListMembersResponse { members: cluster::members(node), leader }
 }
 
 pub async fn add(node: &Arc<Node>, name: String, peer_url: String) -> Result<pb::ListMembersResponse, ApiError> {
@@ -59,7 +66,7 @@ pub async fn add(node: &Arc<Node>, name: String, peer_url: String) -> Result<pb:
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot make {name} a voter: {e}")))?;
-    list(node)
+    Ok(view(node))
 }
 
 pub async fn remove(node: &Arc<Node>, name: String) -> Result<pb::ListMembersResponse, ApiError> {
@@ -91,7 +98,7 @@ pub async fn remove(node: &Arc<Node>, name: String) -> Result<pb::ListMembersRes
         .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot remove {name}: {e}")))?;
-    list(node)
+    Ok(view(node))
 }
 
 fn voters(node: &Node) -> BTreeSet<NodeId> {
