@@ -59,6 +59,9 @@ pub fn init(level: &str, file: Option<&Path>, format: LogFormat) -> Result<(), L
 }
 
 /// A bare level applies to our crates; the noisy dependencies stay at `warn` unless asked.
+/// openraft's replication errors are off below `debug`: while a master is down they repeat
+/// every half second for as long as it stays down; the master logs once that a peer stopped
+/// answering, and once that it answers again.
 fn default_directives(level: &str) -> String {
     let level = level.trim();
     if level.contains('=') || level.contains(',') {
@@ -71,6 +74,8 @@ fn default_directives(level: &str) -> String {
     }
     if matches!(level, "debug" | "trace") {
         d.push_str(&format!(",openraft={level}"));
+    } else {
+        d.push_str(",openraft::replication=off");
     }
     d
 }
@@ -85,5 +90,7 @@ mod tests {
         assert!(d.contains("wasmgrid_master=debug"));
         assert!(EnvFilter::try_new(&d).is_ok());
         assert_eq!(default_directives("a=trace"), "a=trace");
+        assert!(default_directives("info").ends_with(",openraft::replication=off"));
+        assert!(!d.contains("replication"));
     }
 }

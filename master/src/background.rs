@@ -10,6 +10,7 @@
 //! - health: probes the other masters, for `cluster status`;
 //! - retention: on the leader, forgets finished tasks older than `result-retention`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,19 +55,32 @@ async fn retention(node: Arc<Node>, shutdown: CancellationToken) {
 
 async fn health(node: Arc<Node>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut answers: HashMap<u64, bool> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let others: Vec<(u64, String)> = {
+        let others: Vec<(u64, String, String)> = {
             let m = node.metrics();
             let membership = m.membership_config.membership();
-            membership.nodes().filter(|(id, _)| **id != node.id).map(|(id, n)| (*id, n.peer_addr.clone())).collect()
+            membership
+                .nodes()
+                .filter(|(id, _)| **id != node.id)
+                .map(|(id, n)| (*id, n.name.clone(), n.peer_addr.clone()))
+                .collect()
         };
-        for (id, addr) in others {
-            if node.peers.probe(&addr).await.is_ok() {
+        for (id, name, addr) in others {
+            let answered = node.peers.probe(&addr).await;
+            if answered.is_ok() {
                 node.heard(id);
+            }
+            // Said once per change (openraft's own replication errors repeat, and are off).
+            if answers.insert(id, answered.is_ok()) != Some(answered.is_ok()) {
+                match answered {
+                    Ok(_) => tracing::info!(peer = %name, addr = %addr, "master answers"),
+                    Err(e) => tracing::warn!(peer = %name, addr = %addr, error = %e, "master does not answer"),
+                }
             }
         }
     }
