@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::node::Node;
+use crate::removal::Change;
 use crate::sessions;
 use crate::state::{Command, ExecutorRecord, ExecutorState, RunRef};
 
@@ -72,8 +73,9 @@ async fn health(node: Arc<Node>, shutdown: CancellationToken) {
         };
         for (id, name, addr) in others {
             let answered = node.peers.probe(&addr).await;
-            if answered.is_ok() {
+            if let Ok(reply) = &answered {
                 node.heard(id);
+                removal(&node, reply);
             }
             // Said once per change (openraft's own replication errors repeat, and are off).
             if answers.insert(id, answered.is_ok()) != Some(answered.is_ok()) {
@@ -83,6 +85,26 @@ async fn health(node: Arc<Node>, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Stops campaigning once a peer shows that the group removed this master, and starts again
+/// once it is added back.
+fn removal(node: &Node, reply: &wasmgrid_proto::ProbeReply) {
+    match node.removal.note(node.id, &node.metrics(), reply) {
+        Change::Removed => {
+            tracing::warn!(
+                told_by = %reply.name,
+                "this master was removed from the group: it no longer stands for election and sends \
+                 clients to the leader; stop it, or add it back with `member add`"
+            );
+            node.raft.runtime_config().elect(false);
+        }
+        Change::Restored => {
+            tracing::info!("this master is a member of the group again");
+            node.raft.runtime_config().elect(true);
+        }
+        Change::None => {}
     }
 }
 

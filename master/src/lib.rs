@@ -19,6 +19,7 @@ pub mod node;
 pub mod peers;
 pub mod proposer;
 pub mod raft;
+pub mod removal;
 pub mod replica;
 pub mod server;
 pub mod sessions;

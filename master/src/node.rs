@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::peers::Peers;
 use crate::proposer::{ProposeError, Proposer};
 use crate::raft::{Member, NodeId, Raft};
+use crate::removal::Removal;
 use crate::replica::Replica;
 use crate::state::{Command, Response};
 use crate::trials::Trials;
@@ -37,6 +38,8 @@ pub struct Node {
     ready_at: AtomicU64,
     /// When each other master last answered a probe (see `background::health`).
     heard_from: Mutex<HashMap<NodeId, Instant>>,
+    /// Whether the group removed this master (see `removal`).
+    pub removal: Removal,
 }
 
 impl Node {
@@ -55,6 +58,7 @@ impl Node {
             leader_since: Mutex::new(None),
             ready_at: AtomicU64::new(u64::MAX),
             heard_from: Mutex::default(),
+            removal: Removal::default(),
         }
     }
 
@@ -116,13 +120,16 @@ impl Node {
     pub fn prefer_leader(&self) -> Result<(), ApiError> {
         match self.leader() {
             Some((id, member)) if id != self.id => Err(self.not_leader(Some((id, member)))),
+            None if self.removal.leader_hint().is_some_and(|a| !a.is_empty()) => Err(self.not_leader(None)),
             _ => Ok(()),
         }
     }
 
+    /// Names the leader: the one this master follows, or, once the group has removed this
+    /// master, the group's.
     fn not_leader(&self, leader: Option<(NodeId, Member)>) -> ApiError {
-        let leader = leader.map(|(id, m)| self.api_addr(id, &m)).filter(|a| !a.is_empty());
-        ApiError::NotLeader { leader }
+        let leader = leader.map(|(id, m)| self.api_addr(id, &m)).or_else(|| self.removal.leader_hint());
+        ApiError::NotLeader { leader: leader.filter(|a| !a.is_empty()) }
     }
 
     /// Proposes one command and waits until it is applied, at most `write-timeout`.

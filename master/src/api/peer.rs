@@ -58,8 +58,18 @@ impl RaftPeer for PeerService {
 
     async fn probe(&self, _: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeReply>, Status> {
         let initialized = self.node.raft.is_initialized().await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let leader = self.node.leader().map(|(_, m)| m.name).unwrap_or_default();
-        Ok(Response::new(pb::ProbeReply { initialized, name: self.node.config.name.clone(), leader }))
+        let known = self.node.leader();
+        let leader = known.as_ref().map(|(_, m)| m.name.clone()).unwrap_or_default();
+        let leader_api_addr = known.map(|(id, m)| self.node.api_addr(id, &m)).unwrap_or_default();
+        let mut reply = pb::ProbeReply {
+            initialized,
+            name: self.node.config.name.clone(),
+            leader,
+            leader_api_addr,
+            ..Default::default()
+        };
+        crate::removal::fill_reply(&self.node.metrics(), &mut reply);
+        Ok(Response::new(reply))
     }
 
     async fn announce(&self, req: Request<pb::MemberInfo>) -> Result<Response<pb::AnnounceReply>, Status> {

@@ -1,0 +1,148 @@
+//! A master removed from the group may never hear of it: the leader stops replicating to it
+//! once the membership without it is appended, so its own log still lists it as a voter, and
+//! it would campaign for ever with a rising term, telling clients that no leader is known.
+//!
+//! The other masters' probe replies carry their committed membership. One newer than this
+//! master's own that leaves it out means it was removed: it stops campaigning and sends
+//! clients and executors to the group's leader. Added back (its own membership moves past
+//! the one that removed it), it takes part again.
+
+use std::sync::Mutex;
+
+use wasmgrid_proto as pb;
+
+use crate::node::Metrics;
+use crate::raft::NodeId;
+
+#[derive(Default)]
+pub struct Removal {
+    state: Mutex<Option<Removed>>,
+}
+
+struct Removed {
+    /// The (term, log index) of the membership that left this master out.
+    membership: (u64, u64),
+    /// Where clients reach the group's leader, as the last reply said.
+    leader_api_addr: String,
+}
+
+/// What a probe reply says of this master's membership.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// It was removed: stop campaigning.
+    Removed,
+    /// It is a member again: campaign as any voter.
+    Restored,
+}
+
+impl Removal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Removed>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group leader's client address when this master was removed from the group.
+    pub fn leader_hint(&self) -> Option<String> {
+        self.lock().as_ref().map(|r| r.leader_api_addr.clone())
+    }
+
+    /// Weighs a peer's probe reply against this master's own view `m` of the membership.
+    pub fn note(&self, me: NodeId, m: &Metrics, reply: &pb::ProbeReply) -> Change {
+        let ours = m.membership_config.log_id().map_or((0, 0), |l| (l.leader_id.term, l.index));
+        let theirs = (reply.membership_term, reply.membership_index);
+        let mut state = self.lock();
+        match state.as_mut() {
+            None => {
+                let voter = m.membership_config.membership().voter_ids().any(|v| v == me);
+                if voter && theirs > ours && !reply.voter_ids.contains(&me) {
+                    let leader_api_addr = reply.leader_api_addr.clone();
+                    *state = Some(Removed { membership: theirs, leader_api_addr });
+                    return Change::Removed;
+                }
+                Change::None
+            }
+            Some(r) if ours > r.membership => {
+                *state = None;
+                Change::Restored
+            }
+            Some(r) => {
+                if !reply.leader_api_addr.is_empty() {
+                    r.leader_api_addr.clone_from(&reply.leader_api_addr);
+                }
+                Change::None
+            }
+        }
+    }
+}
+
+/// This master's membership as its probe replies tell it: only once it is committed
+/// (applied), since an uncommitted one may yet be undone by a new leader.
+pub fn fill_reply(m: &Metrics, reply: &mut pb::ProbeReply) {
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    if let Some(l) = m.membership_config.log_id().filter(|l| l.index <= applied) {
+        reply.membership_term = l.leader_id.term;
+        reply.membership_index = l.index;
+        reply.voter_ids = m.membership_config.membership().voter_ids().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, LogId, Membership, RaftMetrics, StoredMembership};
+
+    use super::*;
+    use crate::raft::Member;
+
+    /// This master's (id 1) metrics with a membership of `voters` at `(term, index)`.
+    fn metrics(voters: &[NodeId], term: u64, index: u64) -> Metrics {
+        let nodes: BTreeMap<NodeId, Member> = voters
+            .iter()
+            .map(|id| (*id, Member { name: format!("m{id}"), peer_addr: String::new(), api_addr: String::new() }))
+            .collect();
+        let membership = Membership::new(vec![voters.iter().copied().collect::<BTreeSet<_>>()], nodes);
+        let log_id = (index > 0).then(|| LogId::new(CommittedLeaderId::new(term, 0), index));
+        let mut m = RaftMetrics::new_initial(1);
+        m.membership_config = Arc::new(StoredMembership::new(log_id, membership));
+        m
+    }
+
+    fn reply(voters: &[NodeId], term: u64, index: u64, leader: &str) -> pb::ProbeReply {
+        pb::ProbeReply {
+            membership_term: term,
+            membership_index: index,
+            voter_ids: voters.to_vec(),
+            leader_api_addr: leader.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_newer_membership_without_this_master_removes_it_until_it_is_added_back() {
+        let r = Removal::default();
+        let mine = metrics(&[1, 2, 3], 1, 5);
+        // Older, or listing this master, or not committed yet: nothing to learn.
+        assert_eq!(r.note(1, &mine, &reply(&[2, 3], 1, 4, "a")), Change::None);
+        assert_eq!(r.note(1, &mine, &reply(&[1, 2, 3, 4], 2, 9, "a")), Change::None);
+        assert_eq!(r.note(1, &mine, &reply(&[], 0, 0, "")), Change::None);
+        assert_eq!(r.leader_hint(), None);
+
+        assert_eq!(r.note(1, &mine, &reply(&[2, 3], 2, 9, "leader:1")), Change::Removed);
+        assert_eq!(r.leader_hint().as_deref(), Some("leader:1"));
+        assert_eq!(r.note(1, &mine, &reply(&[2, 3], 3, 11, "leader:2")), Change::None);
+        assert_eq!(r.leader_hint().as_deref(), Some("leader:2"), "the hint follows the leader");
+        // Its own log reaching the removing entry changes nothing; one past it is a re-add.
+        assert_eq!(r.note(1, &metrics(&[2, 3], 2, 9), &reply(&[2, 3], 2, 9, "")), Change::None);
+        assert_eq!(r.note(1, &metrics(&[1, 2, 3], 3, 14), &reply(&[1, 2, 3], 3, 14, "")), Change::Restored);
+        assert_eq!(r.leader_hint(), None);
+    }
+
+    #[test]
+    fn a_master_that_is_not_a_voter_yet_is_never_removed() {
+        // A new master waiting to be added knows no membership; the group's leaves it out.
+        let r = Removal::default();
+        assert_eq!(r.note(1, &metrics(&[], 0, 0), &reply(&[2, 3], 1, 9, "a")), Change::None);
+    }
+}
