@@ -119,8 +119,17 @@ async fn until_short(client: &Client, module: &str) {
     for _ in 0..30 {
         let ids = client.submit(vec![spec(module, ""); 20]).await.unwrap();
         let queued: u32 = client.cluster_status().await.unwrap().executors.iter().map(|e| e.queued).sum();
-        client.wait(&ids, |t| assert_eq!(t.state(), pb::TaskState::Succeeded)).await.unwrap();
-        if queued > 0 {
+        // One run over 5 ms (a loaded machine) ends the streak: the module is short only if
+        // every run of the batch was.
+        let mut all_short = true;
+        client
+            .wait(&ids, |t| {
+                assert_eq!(t.state(), pb::TaskState::Succeeded);
+                all_short &= t.duration_ms <= 5;
+            })
+            .await
+            .unwrap();
+        if queued > 0 && all_short {
             return;
         }
     }
