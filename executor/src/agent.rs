@@ -335,7 +335,9 @@ impl Agent {
         let Some(_permit) = permit else {
             return failure(pb::FailureKind::ExecutorLost, "the executor is shutting down".into());
         };
-        self.runs.started((a.task_id, a.attempt));
+        if !self.runs.start((a.task_id, a.attempt)) {
+            return failure(pb::FailureKind::Cancelled, "cancelled before it started".into());
+        }
         self.execute_counted(a, cancel).await
     }
 

@@ -64,9 +64,16 @@ impl Runs {
         Some(token)
     }
 
-    /// A held run got its slot and starts.
-    pub fn started(&self, key: RunKey) {
-        self.lock().waiting.remove(&key);
+    /// A held run got its slot: it starts, unless it was given up or cancelled while it
+    /// waited (checked under the same lock as `abandon`, so a run reported as never started
+    /// never ran).
+    pub fn start(&self, key: RunKey) -> bool {
+        let mut runs = self.lock();
+        let stopped = runs.abandoned.contains_key(&key) || runs.running.get(&key).is_none_or(|t| t.is_cancelled());
+        if !stopped {
+            runs.waiting.remove(&key);
+        }
+        !stopped
     }
 
     /// Records how many runs are executing right now (for the peak).
@@ -236,8 +243,9 @@ mod tests {
         for key in [(1, 1), (2, 1)] {
             assert!(runs.hold(key).is_some());
         }
-        runs.started((1, 1));
+        assert!(runs.start((1, 1)));
         assert_eq!(runs.abandon_all("draining"), 2);
+        assert!(!runs.start((2, 1)), "given back while it waited: it must not start");
         for key in [(1, 1), (2, 1)] {
             runs.finish(key, Outcome::default());
         }
@@ -252,7 +260,7 @@ mod tests {
         for key in [(1, 1), (2, 1), (3, 2)] {
             assert!(runs.hold(key).is_some());
         }
-        runs.started((2, 1));
+        assert!(runs.start((2, 1)));
         let (running, mut waiting) = runs.ids();
         waiting.sort_unstable();
         assert_eq!((running, waiting), (vec![2], vec![1, 3]));
