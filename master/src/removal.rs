@@ -2,10 +2,13 @@
 //! once the membership without it is appended, so its own log still lists it as a voter, and
 //! it would campaign for ever with a rising term, telling clients that no leader is known.
 //!
-//! The other masters' probe replies carry their committed membership. One newer than this
-//! master's own that leaves it out means it was removed: it stops campaigning and sends
-//! clients and executors to the group's leader. Added back (its own membership moves past
-//! the one that removed it), it takes part again.
+//! A leader that removes itself steps down knowing the new membership, in which it is no
+//! voter: it does not campaign, but no leader replicates to it either, so it knows none.
+//!
+//! The other masters' probe replies carry their committed membership. One at least as new
+//! as this master's own that leaves it out means it was removed: it stops campaigning and
+//! sends clients and executors to the group's leader. Added back (its own membership moves
+//! past the one that removed it), it takes part again.
 
 use std::sync::Mutex;
 
@@ -53,8 +56,9 @@ impl Removal {
         let mut state = self.lock();
         match state.as_mut() {
             None => {
-                let voter = m.membership_config.membership().voter_ids().any(|v| v == me);
-                if voter && theirs > ours && !reply.voter_ids.contains(&me) {
+                // A master never in a group (a new one waiting to be added) holds no membership.
+                let was_member = m.membership_config.log_id().is_some();
+                if was_member && theirs >= ours && !reply.member_ids.contains(&me) {
                     let leader_api_addr = reply.leader_api_addr.clone();
                     *state = Some(Removed { membership: theirs, leader_api_addr });
                     return Change::Removed;
@@ -82,7 +86,7 @@ pub fn fill_reply(m: &Metrics, reply: &mut pb::ProbeReply) {
     if let Some(l) = m.membership_config.log_id().filter(|l| l.index <= applied) {
         reply.membership_term = l.leader_id.term;
         reply.membership_index = l.index;
-        reply.voter_ids = m.membership_config.membership().voter_ids().collect();
+        reply.member_ids = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
     }
 }
 
@@ -113,7 +117,7 @@ mod tests {
         pb::ProbeReply {
             membership_term: term,
             membership_index: index,
-            voter_ids: voters.to_vec(),
+            member_ids: voters.to_vec(),
             leader_api_addr: leader.into(),
             ..Default::default()
         }
@@ -140,9 +144,17 @@ mod tests {
     }
 
     #[test]
-    fn a_master_that_is_not_a_voter_yet_is_never_removed() {
+    fn a_master_that_is_not_a_member_yet_is_never_removed() {
         // A new master waiting to be added knows no membership; the group's leaves it out.
         let r = Removal::default();
         assert_eq!(r.note(1, &metrics(&[], 0, 0), &reply(&[2, 3], 1, 9, "a")), Change::None);
+    }
+
+    #[test]
+    fn a_leader_that_removed_itself_learns_it_from_the_same_membership() {
+        // It appended the membership without itself, so its own is as new as the group's.
+        let r = Removal::default();
+        assert_eq!(r.note(1, &metrics(&[2, 3], 2, 9), &reply(&[2, 3], 2, 9, "leader:2")), Change::Removed);
+        assert_eq!(r.leader_hint().as_deref(), Some("leader:2"));
     }
 }
