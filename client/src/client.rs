@@ -30,6 +30,8 @@ pub type Notice = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How long a call fails before the notice hears of it.
 const NOTICE_AFTER: Duration = Duration::from_secs(3);
+/// How long a status read tries each other master when the first knew no leader.
+const LEADER_SEARCH: Duration = Duration::from_secs(2);
 /// A wait's stream up this long before it broke was healthy: the break starts a new count.
 const STABLE_STREAM: Duration = Duration::from_secs(10);
 
@@ -164,7 +166,16 @@ impl Client {
     /// Runs `call` against the leader, following redirects and retrying unavailable masters
     /// until the deadline, counted from the first failure (a call may rightly take long, as a
     /// `RunTask` does while its task runs, and still deserves retries when it fails).
-    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(MasterClient<AuthChannel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_within(self.deadline, call).await
+    }
+
+    /// `call`, giving up after failing for `deadline`.
+    async fn call_within<T, F, Fut>(&self, deadline: Duration, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(MasterClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -202,7 +213,7 @@ impl Client {
                 }
                 self.redirect(&status);
                 // A follower may keep naming this address as its leader: no busy loop.
-                if failing_since.get_or_insert_with(Instant::now).elapsed() > self.deadline {
+                if failing_since.get_or_insert_with(Instant::now).elapsed() > deadline {
                     let last = heard.clone().unwrap_or_else(|| format!("{addr}: {}", self.explain(&status)));
                     return Err(ClientError::Unavailable { tried: tried.join(", "), last });
                 }
@@ -227,13 +238,13 @@ impl Client {
             self.redirect(&status);
             let failing = failing_since.get_or_insert_with(Instant::now).elapsed();
             let last = || heard.clone().unwrap_or_else(|| self.explain(&status));
-            if failing > self.deadline {
+            if failing > deadline {
                 return Err(ClientError::Unavailable { tried: tried.join(", "), last: last() });
             }
             if failing > NOTICE_AFTER && !noticed {
                 noticed = true;
                 if let Some(notice) = &self.notice {
-                    notice(&format!("no master answers yet ({}); retrying for up to {:?}", last(), self.deadline));
+                    notice(&format!("no master answers yet ({}); retrying for up to {:?}", last(), deadline));
                 }
             }
             // A named leader is tried at once; otherwise back off a little.
@@ -383,7 +394,37 @@ impl Client {
     }
 
     pub async fn list_members(&self) -> Result<pb::ListMembersResponse, ClientError> {
-        self.call(|mut c| async move { c.list_members(pb::ListMembersRequest {}).await.map(|r| r.into_inner()) }).await
+        let call = |mut c: MasterClient<AuthChannel>| async move {
+            c.list_members(pb::ListMembersRequest {}).await.map(|r| r.into_inner())
+        };
+        self.leaders_view(call, |r| r.leader.is_empty()).await
+    }
+
+    /// A status read: a master that knows no leader answers with its own view, but another
+    /// of the given masters may know one (the asked one was cut off, or removed from the
+    /// group): each is asked in turn before the leaderless view is taken.
+    async fn leaders_view<T, F, Fut>(&self, mut call: F, leaderless: impl Fn(&T) -> bool) -> Result<T, ClientError>
+    where
+        F: FnMut(MasterClient<AuthChannel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let first = self.call(&mut call).await?;
+        if !leaderless(&first) {
+            return Ok(first);
+        }
+        for _ in 1..self.addrs.len() {
+            {
+                let mut s = self.lock();
+                s.next = s.next.wrapping_add(1);
+                s.current = None;
+            }
+            if let Ok(view) = self.call_within(LEADER_SEARCH, &mut call).await {
+                if !leaderless(&view) {
+                    return Ok(view);
+                }
+            }
+        }
+        Ok(first)
     }
 
     /// Adds a master (learner first, then voter); it must already run with `--name name`.
@@ -416,8 +457,10 @@ impl Client {
     }
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
-        self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await.map(|r| r.into_inner()) })
-            .await
+        let call = |mut c: MasterClient<AuthChannel>| async move {
+            c.cluster_status(pb::ClusterStatusRequest {}).await.map(|r| r.into_inner())
+        };
+        self.leaders_view(call, |r| r.leader.is_empty()).await
     }
 }
 

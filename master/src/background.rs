@@ -138,7 +138,8 @@ async fn leases(node: Arc<Node>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(since) = node.leader_since() else {
+        // Without a majority nothing would commit: no notices that repeat every lease.
+        let Some(since) = node.leader_since().filter(|_| node.has_quorum()) else {
             continue;
         };
         if node.replica.read().short_runs().is_none() && asked_to_track.is_none_or(|at| at.elapsed() > ASK_AGAIN) {

@@ -89,13 +89,12 @@ impl Node {
     /// majority (a leader cut off from the others must not answer with stale data).
     pub fn ensure_leader(&self) -> Result<(), ApiError> {
         if self.is_leader() {
-            let m = self.metrics.borrow();
-            let limit = self.config.raft_heartbeat.as_millis() * 8;
-            if m.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) > limit) {
+            if !self.has_quorum() {
                 return Err(ApiError::Unavailable(
                     "this master leads but has lost contact with a majority of the group; its data may be stale".into(),
                 ));
             }
+            let m = self.metrics.borrow();
             // A new leader has applied every committed entry only once it has applied one of
             // its own term (its first, blank entry), and everything its log held when it took
             // the lead: a lone master restarting takes it back in the same term, without a
@@ -111,6 +110,28 @@ impl Node {
             return Ok(());
         }
         Err(self.not_leader(self.leader()))
+    }
+
+    /// Whether a majority of the group has acknowledged this master, as leader, lately. One
+    /// that has heard from none since it took the lead (a lone master of a group, restarted:
+    /// openraft gives it its lead back) has not.
+    pub fn has_quorum(&self) -> bool {
+        let limit = self.config.raft_heartbeat.as_millis() * 8;
+        let acked = self.metrics.borrow().millis_since_quorum_ack;
+        match acked {
+            Some(ms) => u128::from(ms) <= limit,
+            None => self.leader_since().is_none_or(|t| t.elapsed().as_millis() <= limit),
+        }
+    }
+
+    /// The leader's name as status reports it: none when this master leads without a
+    /// majority behind it.
+    pub fn leader_name(&self) -> String {
+        match self.leader() {
+            Some((id, _)) if id == self.id && !self.has_quorum() => String::new(),
+            Some((_, member)) => member.name,
+            None => String::new(),
+        }
     }
 
     /// For a read any master can answer but the leader answers best (only the leader holds

@@ -38,6 +38,12 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
                 s.pending_tasks,
                 s.running_tasks
             );
+            if s.leader.is_empty() {
+                match s.members.iter().find(|m| m.role == "leader") {
+                    Some(m) => out!("(no leader: {} leads but has not heard from a majority of the group)", m.name),
+                    None => out!("(no leader known to the masters that answered: is a majority of them up?)"),
+                }
+            }
             out!("\nMEMBER           ROLE       REACHABLE  LOG     LAG  API               PEER");
             for m in &s.members {
                 out!(

@@ -14,7 +14,7 @@ use crate::state::{Command, Response};
 pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
     node.prefer_leader()?;
     let m = node.metrics();
-    let leader = node.leader().map(|(_, member)| member.name).unwrap_or_default();
+    let leader = node.leader_name();
     let members = members(node);
     let now = Instant::now();
     let sm = node.replica.read();

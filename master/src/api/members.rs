@@ -27,7 +27,7 @@ pub fn list(node: &Node) -> Result<pb::ListMembersResponse, ApiError> {
 /// The members as this master sees them, leader or not (an add or remove answers with it,
 /// even when the leader has just removed itself).
 fn view(node: &Node) -> pb::ListMembersResponse {
-    let leader = node.leader().map(|(_, m)| m.name).unwrap_or_default();
+    let leader = node.leader_name();
     pb::ListMembersResponse { members: cluster::members(node), leader }
 }
 
