@@ -10,7 +10,7 @@ use wasmgrid_proto as pb;
 
 use super::modules::upload;
 use super::render::{failure_line, print_json, state, task_json, task_text};
-use super::values::{env_var, more_than_zero};
+use super::values::{env_var, more_than_zero, timeout};
 use super::Output;
 use crate::Client;
 
@@ -75,7 +75,7 @@ pub struct SubmitArgs {
     #[arg(long, value_parser = more_than_zero::<Size>)]
     pub memory: Option<Size>,
     /// Wall-clock limit, e.g. 30s; default: the master's default-timeout.
-    #[arg(long, value_parser = more_than_zero::<Dur>)]
+    #[arg(long, value_parser = timeout)]
     pub timeout: Option<Dur>,
     /// Runs allowed when executors are lost under the task.
     #[arg(long, value_parser = more_than_zero::<u32>)]

@@ -4,6 +4,7 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
+use wasmgrid_common::Dur;
 use wasmgrid_proto as pb;
 
 /// A limit given on the command line: 0 is refused, since leaving the flag out already
@@ -20,6 +21,15 @@ where
     }
 }
 
+/// A timeout: the master keeps whole milliseconds, so less than one is refused too.
+pub fn timeout(s: &str) -> Result<Dur, String> {
+    let d: Dur = more_than_zero(s)?;
+    if d.as_millis() == 0 {
+        return Err("must be at least 1ms (leave the flag out for the default)".into());
+    }
+    Ok(d)
+}
+
 /// `KEY=VALUE`, split at the first `=` (the value may hold more).
 pub fn env_var(s: &str) -> Result<pb::EnvVar, String> {
     match s.split_once('=') {
@@ -30,7 +40,7 @@ pub fn env_var(s: &str) -> Result<pb::EnvVar, String> {
 
 #[cfg(test)]
 mod tests {
-    use wasmgrid_common::{Dur, Size};
+    use wasmgrid_common::Size;
 
     use super::*;
 
@@ -42,6 +52,8 @@ mod tests {
         assert_eq!(more_than_zero::<u64>("7"), Ok(7));
         assert_eq!(more_than_zero::<Size>("1KiB"), Ok(Size(1024)));
         assert!(more_than_zero::<u32>("x").is_err());
+        assert!(timeout("500us").is_err() && timeout("1ns").is_err());
+        assert_eq!(timeout("1ms").map(|d| d.as_millis()), Ok(1));
     }
 
     #[test]
