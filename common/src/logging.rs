@@ -5,7 +5,15 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
+use tracing::callsite::Identifier;
+use tracing::subscriber::Interest;
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -43,19 +51,68 @@ pub fn init(level: &str, file: Option<&Path>, format: LogFormat) -> Result<(), L
                 .map_err(|source| LoggingError::File { path: path.display().to_string(), source })?;
             let builder = builder.with_ansi(false).with_writer(Mutex::new(f));
             match format {
-                LogFormat::Text => builder.try_init(),
-                LogFormat::Json => builder.json().try_init(),
+                LogFormat::Text => builder.finish().with(Throttle::default()).try_init(),
+                LogFormat::Json => builder.json().finish().with(Throttle::default()).try_init(),
             }
         }
         // Colours only for a terminal: not in a file or a pipe (`master ... 2> log`).
-        (None, LogFormat::Text) => {
-            builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).try_init()
+        (None, LogFormat::Text) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(Throttle::default())
+            .try_init(),
+        (None, LogFormat::Json) => {
+            builder.json().with_writer(std::io::stderr).finish().with(Throttle::default()).try_init()
         }
-        (None, LogFormat::Json) => builder.json().with_writer(std::io::stderr).try_init(),
     };
     // A second init (tests starting several roles in one process) is harmless.
     let _ = result;
     Ok(())
+}
+
+/// How often one of openraft's warning or error call sites may be heard.
+const THROTTLE: Duration = Duration::from_secs(60);
+
+/// openraft repeats some warnings and errors for as long as a condition lasts: a vote that a
+/// stopped master cannot answer, at every election while a majority is down; callers that
+/// gave up waiting after a pause. Each of its warning and error call sites is heard at most
+/// once a minute; our own logs say when a peer stops and starts answering.
+#[derive(Default)]
+struct Throttle {
+    last: Mutex<HashMap<Identifier, Instant>>,
+}
+
+impl Throttle {
+    fn applies(meta: &Metadata<'_>) -> bool {
+        meta.is_event() && *meta.level() <= Level::WARN && meta.target().starts_with("openraft")
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Throttle {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        // Asked at every event of these call sites, not once for all.
+        if Self::applies(meta) {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        if !Self::applies(meta) {
+            return true;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match last.get(&meta.callsite()) {
+            Some(at) if now.duration_since(*at) < THROTTLE => false,
+            _ => {
+                last.insert(meta.callsite(), now);
+                true
+            }
+        }
+    }
 }
 
 /// A bare level applies to our crates; the noisy dependencies stay at `warn` unless asked.
@@ -83,6 +140,30 @@ fn default_directives(level: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the events that get through.
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl<S: Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: Context<'_, S>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn openraft_warnings_and_errors_are_heard_once_a_minute_per_call_site() {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Throttle::default()).with(Count(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..5 {
+                tracing::error!(target: "openraft::core::raft_core", "while requesting vote");
+                tracing::warn!(target: "openraft::replication", "error replication");
+                tracing::info!(target: "openraft::core", "not throttled: not a warning");
+                tracing::error!(target: "wasmgrid_master", "not throttled: ours");
+            }
+        });
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 1 + 1 + 5 + 5);
+    }
 
     #[test]
     fn bare_level_targets_our_crates() {
