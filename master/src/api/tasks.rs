@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -162,8 +163,13 @@ pub fn get(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
 /// Why task `id` has no record: it was never submitted, or it finished and was forgotten.
 fn not_found(node: &Node, id: TaskId) -> String {
     if id > 0 && id < node.replica.read().next_task_id() {
-        let keep = humantime::format_duration(node.config.result_retention);
-        format!("task {id} not found: it finished and was forgotten (finished tasks are kept for result-retention = {keep})")
+        match node.config.result_retention {
+            Duration::ZERO => format!("task {id} not found: it finished and was forgotten"),
+            keep => format!(
+                "task {id} not found: it finished and was forgotten (finished tasks are kept for result-retention = {})",
+                humantime::format_duration(keep)
+            ),
+        }
     } else {
         format!("task {id} not found")
     }
