@@ -5,10 +5,12 @@
 //! A leader that removes itself steps down knowing the new membership, in which it is no
 //! voter: it does not campaign, but no leader replicates to it either, so it knows none.
 //!
-//! The other masters' probe replies carry their committed membership. One at least as new
-//! as this master's own that leaves it out means it was removed: it stops campaigning and
-//! sends clients and executors to the group's leader. Added back (its own membership moves
-//! past the one that removed it), it takes part again.
+//! The other masters' probe replies carry their committed membership. The leader's, when it
+//! is at least as new as this master's own and leaves it out, means this master was removed:
+//! it stops campaigning and sends clients and executors to the leader. Added back (its own
+//! membership moves past the one that removed it), it takes part again. Only the leader's
+//! word counts: a follower still catching up may hold a membership from before this master
+//! was added, and a master with an empty disk holds none.
 
 use std::sync::Mutex;
 
@@ -58,7 +60,8 @@ impl Removal {
             None => {
                 // A master never in a group (a new one waiting to be added) holds no membership.
                 let was_member = m.membership_config.log_id().is_some();
-                if was_member && theirs >= ours && !reply.member_ids.contains(&me) {
+                let from_leader = !reply.name.is_empty() && reply.leader == reply.name && !reply.member_ids.is_empty();
+                if was_member && from_leader && theirs >= ours && !reply.member_ids.contains(&me) {
                     let leader_api_addr = reply.leader_api_addr.clone();
                     *state = Some(Removed { membership: theirs, leader_api_addr });
                     return Change::Removed;
@@ -107,14 +110,17 @@ mod tests {
             .map(|id| (*id, Member { name: format!("m{id}"), peer_addr: String::new(), api_addr: String::new() }))
             .collect();
         let membership = Membership::new(vec![voters.iter().copied().collect::<BTreeSet<_>>()], nodes);
-        let log_id = (index > 0).then(|| LogId::new(CommittedLeaderId::new(term, 0), index));
+        let log_id = (!voters.is_empty()).then(|| LogId::new(CommittedLeaderId::new(term, 0), index));
         let mut m = RaftMetrics::new_initial(1);
         m.membership_config = Arc::new(StoredMembership::new(log_id, membership));
         m
     }
 
+    /// The leader's reply, its committed membership being `voters` at `(term, index)`.
     fn reply(voters: &[NodeId], term: u64, index: u64, leader: &str) -> pb::ProbeReply {
         pb::ProbeReply {
+            name: "m2".into(),
+            leader: "m2".into(),
             membership_term: term,
             membership_index: index,
             member_ids: voters.to_vec(),
@@ -140,6 +146,21 @@ mod tests {
         // Its own log reaching the removing entry changes nothing; one past it is a re-add.
         assert_eq!(r.note(1, &metrics(&[2, 3], 2, 9), &reply(&[2, 3], 2, 9, "")), Change::None);
         assert_eq!(r.note(1, &metrics(&[1, 2, 3], 3, 14), &reply(&[1, 2, 3], 3, 14, "")), Change::Restored);
+        assert_eq!(r.leader_hint(), None);
+    }
+
+    #[test]
+    fn only_the_leaders_committed_membership_counts() {
+        let r = Removal::default();
+        let mine = metrics(&[1, 2, 3], 0, 0);
+        // A master with an empty disk (say, being replaced) holds no membership at all.
+        let empty = pb::ProbeReply { name: "m3".into(), ..Default::default() };
+        assert_eq!(r.note(1, &mine, &empty), Change::None);
+        let empty_leader = pb::ProbeReply { name: "m2".into(), leader: "m2".into(), ..Default::default() };
+        assert_eq!(r.note(1, &mine, &empty_leader), Change::None);
+        // A follower's view may predate this master's membership.
+        let follower = pb::ProbeReply { name: "m3".into(), ..reply(&[2, 3], 1, 9, "a") };
+        assert_eq!(r.note(1, &mine, &follower), Change::None);
         assert_eq!(r.leader_hint(), None);
     }
 
