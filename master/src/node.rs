@@ -90,9 +90,13 @@ impl Node {
     pub fn ensure_leader(&self) -> Result<(), ApiError> {
         if self.is_leader() {
             if !self.has_quorum() {
-                return Err(ApiError::Unavailable(
-                    "this master leads but has lost contact with a majority of the group; its data may be stale".into(),
-                ));
+                let limit = self.config.raft_heartbeat * 8;
+                return Err(ApiError::Unavailable(if self.leader_since().is_none_or(|t| t.elapsed() <= limit) {
+                    "this master has just become the leader and no majority has confirmed it yet; retry in a moment"
+                        .into()
+                } else {
+                    "this master leads but has lost contact with a majority of the group; its data may be stale".into()
+                }));
             }
             let m = self.metrics.borrow();
             // A new leader has applied every committed entry only once it has applied one of
@@ -112,16 +116,13 @@ impl Node {
         Err(self.not_leader(self.leader()))
     }
 
-    /// Whether a majority of the group has acknowledged this master, as leader, lately. One
-    /// that has heard from none since it took the lead (a lone master of a group, restarted:
-    /// openraft gives it its lead back) has not.
+    /// Whether a majority of the group has acknowledged this master, as leader, within the
+    /// last 8 heartbeats. A leader that none has acknowledged yet has not: one just elected
+    /// (for a moment), or a lone master of a group restarted (openraft gives it its lead
+    /// back, in its old term, and its state may be stale).
     pub fn has_quorum(&self) -> bool {
         let limit = self.config.raft_heartbeat.as_millis() * 8;
-        let acked = self.metrics.borrow().millis_since_quorum_ack;
-        match acked {
-            Some(ms) => u128::from(ms) <= limit,
-            None => self.leader_since().is_none_or(|t| t.elapsed().as_millis() <= limit),
-        }
+        self.metrics.borrow().millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) <= limit)
     }
 
     /// The leader's name as status reports it: none when this master leads without a
