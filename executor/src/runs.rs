@@ -22,7 +22,6 @@ struct Inner {
     running: HashMap<RunKey, CancellationToken>,
     /// Held runs not started yet: waiting for a slot.
     waiting: HashSet<RunKey>,
-    /// Runs this executor gave up, and why.
     /// Runs given up, with why, and whether they were still waiting (never started).
     abandoned: HashMap<RunKey, (String, bool)>,
     /// Each result with when it was last sent.

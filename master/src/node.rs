@@ -90,8 +90,8 @@ impl Node {
     pub fn ensure_leader(&self) -> Result<(), ApiError> {
         if self.is_leader() {
             if !self.has_quorum() {
-                let limit = self.config.raft_heartbeat * 8;
-                return Err(ApiError::Unavailable(if self.leader_since().is_none_or(|t| t.elapsed() <= limit) {
+                let window = self.quorum_window();
+                return Err(ApiError::Unavailable(if self.leader_since().is_none_or(|t| t.elapsed() <= window) {
                     "this master has just become the leader and no majority has confirmed it yet; retry in a moment"
                         .into()
                 } else {
@@ -121,8 +121,13 @@ impl Node {
     /// (for a moment), or a lone master of a group restarted (openraft gives it its lead
     /// back, in its old term, and its state may be stale).
     pub fn has_quorum(&self) -> bool {
-        let limit = self.config.raft_heartbeat.as_millis() * 8;
-        self.metrics.borrow().millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) <= limit)
+        let window = self.quorum_window().as_millis();
+        self.metrics.borrow().millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) <= window)
+    }
+
+    /// How long a leader may go without a majority's acknowledgement: 8 heartbeats.
+    fn quorum_window(&self) -> std::time::Duration {
+        self.config.raft_heartbeat * 8
     }
 
     /// The leader's name as status reports it: none when this master leads without a
