@@ -130,11 +130,14 @@ impl Client {
         let mut s = self.lock();
         match hint {
             Some(h) if s.current.as_ref() != Some(&h) => s.current = Some(h),
-            _ => {
-                s.next = s.next.wrapping_add(1);
-                s.current = None;
-            }
+            _ => Self::next_address(&mut s),
         }
+    }
+
+    /// Leaves the current master for the next given address.
+    fn next_address(s: &mut State) {
+        s.next = s.next.wrapping_add(1);
+        s.current = None;
     }
 
     /// The status message, with a hint when it looks like TLS on one side only.
@@ -413,11 +416,7 @@ impl Client {
             return Ok(first);
         }
         for _ in 1..self.addrs.len() {
-            {
-                let mut s = self.lock();
-                s.next = s.next.wrapping_add(1);
-                s.current = None;
-            }
+            Self::next_address(&mut self.lock());
             if let Ok(view) = self.call_within(LEADER_SEARCH, &mut call).await {
                 if !leaderless(&view) {
                     return Ok(view);
