@@ -13,7 +13,7 @@ use tracing::callsite::Identifier;
 use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -51,24 +51,24 @@ pub fn init(level: &str, file: Option<&Path>, format: LogFormat) -> Result<(), L
                 .map_err(|source| LoggingError::File { path: path.display().to_string(), source })?;
             let builder = builder.with_ansi(false).with_writer(Mutex::new(f));
             match format {
-                LogFormat::Text => builder.finish().with(Throttle::default()).try_init(),
-                LogFormat::Json => builder.json().finish().with(Throttle::default()).try_init(),
+                LogFormat::Text => install(builder.finish()),
+                LogFormat::Json => install(builder.json().finish()),
             }
         }
         // Colours only for a terminal: not in a file or a pipe (`master ... 2> log`).
-        (None, LogFormat::Text) => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .finish()
-            .with(Throttle::default())
-            .try_init(),
-        (None, LogFormat::Json) => {
-            builder.json().with_writer(std::io::stderr).finish().with(Throttle::default()).try_init()
+        (None, LogFormat::Text) => {
+            install(builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).finish())
         }
+        (None, LogFormat::Json) => install(builder.json().with_writer(std::io::stderr).finish()),
     };
     // A second init (tests starting several roles in one process) is harmless.
     let _ = result;
     Ok(())
+}
+
+/// Installs `subscriber`, openraft's repeats throttled, as the global one.
+fn install(subscriber: impl Subscriber + Send + Sync + 'static) -> Result<(), TryInitError> {
+    subscriber.with(Throttle::default()).try_init()
 }
 
 /// How often one of openraft's warning or error call sites may be heard.

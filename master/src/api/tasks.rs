@@ -178,7 +178,7 @@ fn not_found(node: &Node, id: TaskId) -> String {
 pub async fn cancel(node: &Node, id: TaskId) -> Result<pb::Task, ApiError> {
     node.ensure_leader()?;
     match node.propose(Command::Cancel(id)).await? {
-        Response::Refused(Refusal::TaskNotFound(_)) => Err(ApiError::NotFound(format!("task {id} not found"))),
+        Response::Refused(Refusal::TaskNotFound(_)) => Err(ApiError::NotFound(not_found(node, id))),
         Response::Refused(Refusal::AlreadyFinished(_)) => {
             let Some(state) = node.replica.task(id)?.and_then(|t| convert::task_state_from(t.state())) else {
                 return Err(ApiError::NotFound(not_found(node, id)));
