@@ -1,6 +1,11 @@
-//! The one wasmtime `Engine` of an executor, and the epoch ticker that bounds wall-clock
-//! time: every tick every running guest yields, so timeouts and cancellations take effect
-//! within one tick even for a guest in an endless loop.
+//! The one wasmtime `Engine` of an executor.
+//!
+//! Running guests are bounded by fuel alone: every instruction costs fuel, bulk memory and
+//! table operations cost it per byte or element (wasmtime 46 and later), and a run yields
+//! every [`FUEL_YIELD_INTERVAL`](super::FUEL_YIELD_INTERVAL) units, so its timeout and
+//! cancellation take effect at those points; host calls check them on entry (see
+//! `Sandbox::run`). Epoch interruption, the other way to bound time, is only built for the
+//! benchmark that measures what fuel costs against it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,26 +14,29 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-/// How often running guests are interrupted to yield and to check their deadlines.
+/// How often guests of an epoch-only engine are interrupted to yield.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Largest wasm call stack of a guest; deeper recursion traps with a stack overflow.
 const MAX_WASM_STACK: usize = 1024 * 1024;
 
-/// Builds the engine: fuel metering, epoch interruption, components, and a pooling
-/// allocator sized for `slots` concurrent runs (instances come from pre-reserved slots, so
-/// instantiation costs microseconds, not mmap calls).
-pub fn build(slots: u32) -> wasmtime::Result<Engine> {
-    build_metered(slots, true)
+/// How a running guest is made to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metering {
+    /// Fuel: the executor's engine.
+    Fuel,
+    /// Epoch interruption only, no fuel: the benchmark's baseline.
+    EpochOnly,
 }
 
-/// `build`, with fuel metering on or off (off only to measure what metering costs: the
-/// executor always meters).
-pub fn build_metered(slots: u32, fuel: bool) -> wasmtime::Result<Engine> {
+/// Builds an engine: the given metering, components, and a pooling allocator sized for
+/// `slots` concurrent runs (instances come from pre-reserved slots, so instantiation costs
+/// microseconds, not mmap calls).
+pub fn build(slots: u32, metering: Metering) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
-        .consume_fuel(fuel)
-        .epoch_interruption(true)
+        .consume_fuel(metering == Metering::Fuel)
+        .epoch_interruption(metering == Metering::EpochOnly)
         .wasm_component_model(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .async_stack_size(MAX_WASM_STACK + 1024 * 1024)

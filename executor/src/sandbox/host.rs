@@ -1,5 +1,9 @@
-//! What a guest's store holds: its WASI context (closed by default) and its memory cap.
+//! What a guest's store holds: its WASI context (closed by default), its memory cap, and
+//! what ends it early (its deadline and cancellation).
 
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtxView, WasiView};
@@ -8,6 +12,31 @@ use wasmtime_wasi::{WasiCtxView, WasiView};
 pub struct Host {
     pub wasi: WasiP1Ctx,
     pub limits: MemoryCap,
+    /// None when the timeout is too far away to name.
+    pub deadline: Option<Instant>,
+    pub cancel: CancellationToken,
+}
+
+/// Why a run was stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Interrupted {
+    #[error("the task ran past its timeout")]
+    Timeout,
+    #[error("the task was cancelled")]
+    Cancelled,
+}
+
+impl Host {
+    /// An error if the run is past its deadline or cancelled.
+    pub fn check(&self) -> Result<(), Interrupted> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Interrupted::Timeout);
+        }
+        if self.cancel.is_cancelled() {
+            return Err(Interrupted::Cancelled);
+        }
+        Ok(())
+    }
 }
 
 impl WasiView for Host {

@@ -2,10 +2,12 @@
 //! timeout, with a closed WASI context (no filesystem, network or host environment).
 //!
 //! One engine and two linkers are built once; every run gets a fresh `Store` from the
-//! pooling allocator. Guests run as async calls that yield at every epoch tick, so a timeout
-//! or cancellation drops the run within one tick, even when the guest loops forever or is
-//! blocked in a WASI call. A trap, a refused allocation or an exhausted budget ends that run
-//! only; the executor keeps serving.
+//! pooling allocator. Guests run as async calls that yield every [`FUEL_YIELD_INTERVAL`]
+//! units of fuel, so a timeout or cancellation drops the run at the next yield even when the
+//! guest loops forever or waits in a WASI call; each call from the guest into the host
+//! checks them too, so a loop of expensive host calls (which cost the guest little fuel)
+//! stops as well. A trap, a refused allocation or an exhausted budget ends that run only;
+//! the executor keeps serving.
 
 mod capture;
 pub mod engine;
@@ -19,17 +21,20 @@ use tokio_util::sync::CancellationToken;
 use wasmgrid_common::Size;
 use wasmgrid_proto::FailureKind;
 use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{Engine, Linker, Module, Store, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Engine, Linker, Module, Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use self::capture::Capture;
 use self::engine::EpochTicker;
-use self::host::{Host, MemoryCap};
+pub use self::engine::Metering;
+use self::host::{Host, Interrupted, MemoryCap};
 pub use self::programs::Program;
 use self::programs::{CommandComponent, CommandModule, Ended, Failed, TaskComponent};
 
-/// Fuel between two voluntary yields of a running guest (a few milliseconds of work).
-const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+/// Fuel between two voluntary yields of a running guest: a few milliseconds of plain code,
+/// about 10 MiB of `memory.fill` or `memory.copy`. A timeout or cancel takes effect at the
+/// next yield.
+pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 
 /// Limits that are the executor's, not the task's.
 #[derive(Debug, Clone)]
@@ -87,8 +92,9 @@ pub struct Sandbox {
     components: ComponentLinker<Host>,
     modules: Linker<Host>,
     settings: Settings,
-    metered: bool,
-    _ticker: EpochTicker,
+    metering: Metering,
+    /// Only for an epoch-only sandbox.
+    _ticker: Option<EpochTicker>,
 }
 
 /// True for the component binary format (as opposed to a core module).
@@ -98,19 +104,22 @@ pub fn is_component(bytes: &[u8]) -> bool {
 
 impl Sandbox {
     pub fn new(slots: u32, settings: Settings) -> anyhow::Result<Self> {
-        Self::with_metering(slots, settings, true)
+        Self::with_metering(slots, settings, Metering::Fuel)
     }
 
-    /// A sandbox whose runs are bounded by time and memory only, without fuel: for the
-    /// benchmark that measures what fuel metering costs.
-    pub fn with_metering(slots: u32, settings: Settings, fuel: bool) -> anyhow::Result<Self> {
-        let engine = engine::build_metered(slots, fuel)?;
+    /// A sandbox with the given metering: `EpochOnly` runs are bounded by time and memory
+    /// only, for the benchmark that measures what fuel metering costs.
+    pub fn with_metering(slots: u32, settings: Settings, metering: Metering) -> anyhow::Result<Self> {
+        let engine = engine::build(slots, metering)?;
         let mut components = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut components)?;
         let mut modules = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut modules, |h: &mut Host| &mut h.wasi)?;
-        let ticker = EpochTicker::start(engine.clone())?;
-        Ok(Self { engine, components, modules, settings, metered: fuel, _ticker: ticker })
+        let ticker = match metering {
+            Metering::Fuel => None,
+            Metering::EpochOnly => Some(EpochTicker::start(engine.clone())?),
+        };
+        Ok(Self { engine, components, modules, settings, metering, _ticker: ticker })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -151,32 +160,51 @@ impl Sandbox {
             argv.extend(job.args.iter().cloned());
             wasi.args(&argv).envs(&job.env);
         }
-        let host = Host { wasi: wasi.build_p1(), limits: MemoryCap::new(job.memory) };
+        let started = Instant::now();
+        let host = Host {
+            wasi: wasi.build_p1(),
+            limits: MemoryCap::new(job.memory),
+            deadline: started.checked_add(job.timeout),
+            cancel: job.cancel.clone(),
+        };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        if self.metered {
-            if let Err(e) = store.set_fuel(fuel) {
-                return failed(FailureKind::Trap, format!("cannot set fuel: {e}"));
+        store.call_hook(check_on_host_calls);
+        match self.metering {
+            Metering::Fuel => {
+                if let Err(e) = store.set_fuel(fuel) {
+                    return failed(FailureKind::Trap, format!("cannot set fuel: {e}"));
+                }
+                // The yields bound the run's time; the fuel count is also written back at
+                // those points, so a run stopped mid-flight reports about what it used.
+                if let Err(e) = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)) {
+                    return failed(FailureKind::Trap, format!("cannot set the fuel yield interval: {e}"));
+                }
             }
-            // Also yield every so much fuel: the fuel count is written back at those points,
-            // so a run stopped mid-flight (timeout, cancel) still reports about what it used.
-            if let Err(e) = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)) {
-                return failed(FailureKind::Trap, format!("cannot set the fuel yield interval: {e}"));
+            Metering::EpochOnly => {
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
             }
         }
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 
-        let started = Instant::now();
         let ended = {
             let run = program.run(&mut store, &job.input);
             tokio::select! {
-                r = tokio::time::timeout(job.timeout, run) => r.map_err(|_| Stop::Timeout),
-                _ = job.cancel.cancelled() => Err(Stop::Cancelled),
+                r = tokio::time::timeout(job.timeout, run) => r.map_err(|_| Interrupted::Timeout),
+                _ = job.cancel.cancelled() => Err(Interrupted::Cancelled),
             }
         };
+        // A host call that found the deadline passed or the run cancelled ended it with an
+        // error: the same end as the select's.
+        let ended = match ended {
+            Ok(Err(failed)) => failed.interruption().map_or(Ok(Err(failed)), Err),
+            other => other,
+        };
         let duration = started.elapsed();
-        let fuel_consumed = if self.metered { fuel.saturating_sub(store.get_fuel().unwrap_or(0)) } else { 0 };
+        let fuel_consumed = match self.metering {
+            Metering::Fuel => fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+            Metering::EpochOnly => 0,
+        };
         let refused = store.data_mut().limits.refused.take();
         let (stdout_bytes, stdout_overflow) = stdout.take();
         let (stderr, stderr_truncated) =
@@ -187,11 +215,13 @@ impl Sandbox {
         }
         out.failure = match (refused, ended) {
             (Some(why), _) => Some((FailureKind::MemoryLimit, why)),
-            (None, Err(Stop::Timeout)) => Some((
+            (None, Err(Interrupted::Timeout)) => Some((
                 FailureKind::Timeout,
                 format!("the task ran past its timeout of {}", humantime::format_duration(job.timeout)),
             )),
-            (None, Err(Stop::Cancelled)) => Some((FailureKind::Cancelled, "cancelled while running".to_string())),
+            (None, Err(Interrupted::Cancelled)) => {
+                Some((FailureKind::Cancelled, "cancelled while running".to_string()))
+            }
             (None, Ok(Err(Failed::Instantiate(e)))) => Some(classify(&e, fuel, FailureKind::InvalidModule)),
             (None, Ok(Err(Failed::Run(e)))) => Some(classify(&e, fuel, FailureKind::Trap)),
             (None, Ok(Ok(Ended::Output(output)))) => {
@@ -231,9 +261,14 @@ impl Sandbox {
     }
 }
 
-enum Stop {
-    Timeout,
-    Cancelled,
+/// The call hook of every run: a call from the guest into the host (a WASI function, or one
+/// of wasmtime's own, such as `memory.grow`) ends the run if its deadline has passed or it
+/// was cancelled. Fuel bounds the guest's own code; this bounds the host's work it asks for.
+fn check_on_host_calls(store: StoreContextMut<'_, Host>, hook: CallHook) -> wasmtime::Result<()> {
+    if matches!(hook, CallHook::CallingHost) {
+        store.data().check()?;
+    }
+    Ok(())
 }
 
 fn failed(kind: FailureKind, message: String) -> Outcome {

@@ -7,7 +7,7 @@ use wasmtime::{InstancePre, Linker, Module, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::I32Exit;
 
-use super::host::Host;
+use super::host::{Host, Interrupted};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -31,6 +31,14 @@ pub enum Ended {
 pub enum Failed {
     Instantiate(wasmtime::Error),
     Run(wasmtime::Error),
+}
+
+impl Failed {
+    /// Set when a host call ended the run because its deadline passed or it was cancelled.
+    pub fn interruption(&self) -> Option<Interrupted> {
+        let (Self::Instantiate(e) | Self::Run(e)) = self;
+        e.downcast_ref::<Interrupted>().copied()
+    }
 }
 
 /// A compiled, pre-linked program, ready for fresh stores.

@@ -173,3 +173,70 @@ async fn a_spinning_guest_does_not_hold_up_the_others() {
     stop.cancel();
     assert_eq!(kind(&spinner.await.unwrap()), Some(FailureKind::Cancelled));
 }
+
+/// A core WASI command whose `_start` repeats `body` for ever, with a 64 MiB memory.
+fn forever(imports: &str, body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module {imports}
+             (memory (export "memory") 1024)
+             (func (export "_start") (loop $again {body} (br $again))))"#
+    ))
+    .unwrap()
+}
+
+/// Runs `program` with all the fuel in the world and the given timeout or cancel; returns
+/// how it ended and when.
+async fn stopped(
+    sb: &Sandbox,
+    program: &[u8],
+    timeout: Duration,
+    cancel_after: Option<Duration>,
+) -> (Outcome, Duration) {
+    let mut j = job(b"");
+    j.fuel = u64::MAX / 2;
+    j.timeout = timeout;
+    j.memory = 128 * MIB;
+    if let Some(after) = cancel_after {
+        let cancel = j.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            cancel.cancel();
+        });
+    }
+    let started = Instant::now();
+    let o = run(sb, Kind::Command, program, j).await;
+    (o, started.elapsed())
+}
+
+/// Each `memory.fill` of 64 MiB costs one unit of fuel per byte, so the guest yields after
+/// every one and meets its timeout; if it cost a flat unit or two (as before wasmtime 46),
+/// the loop would run for hours between yields.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loop_of_bulk_memory_operations_stops_at_its_timeout() {
+    let sb = sandbox();
+    let fill = forever("", "(memory.fill (i32.const 0) (i32.const 7) (i32.const 67108864))");
+    let (o, took) = stopped(&sb, &fill, Duration::from_millis(300), None).await;
+    assert_eq!(kind(&o), Some(FailureKind::Timeout), "{:?}", o.failure);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(o.fuel_consumed >= 64 * MIB, "a fill is charged per byte: {} units", o.fuel_consumed);
+}
+
+/// `random_get` over 1 MiB is host work (milliseconds; more in a debug build) that costs the
+/// guest a few units of fuel: fuel alone would let this loop run for hours. The check on
+/// every host call stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loop_of_host_calls_stops_at_its_timeout_or_cancel() {
+    let sb = sandbox();
+    let random = forever(
+        r#"(import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))"#,
+        "(drop (call $random (i32.const 0) (i32.const 1048576)))",
+    );
+    let (o, took) = stopped(&sb, &random, Duration::from_millis(300), None).await;
+    assert_eq!(kind(&o), Some(FailureKind::Timeout), "{:?}", o.failure);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(o.failure.unwrap().1.contains("timeout of 300ms"));
+
+    let (o, took) = stopped(&sb, &random, Duration::from_secs(60), Some(Duration::from_millis(200))).await;
+    assert_eq!(kind(&o), Some(FailureKind::Cancelled), "{:?}", o.failure);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

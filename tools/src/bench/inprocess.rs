@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wasmgrid_executor::sandbox::{Job, Kind, Program, Sandbox, Settings};
+use wasmgrid_executor::sandbox::{Job, Kind, Metering, Program, Sandbox, Settings};
 
 pub struct Loaded {
     pub sandbox: Sandbox,
     pub program: Arc<dyn Program>,
 }
 
-/// Compiles and links a task component, in a sandbox with fuel metering on or off.
+/// Compiles and links a task component, in a sandbox with fuel metering (as the executor
+/// runs) or with epoch interruption only.
 pub fn load(bytes: &[u8], fuel: bool) -> anyhow::Result<Loaded> {
     let settings = Settings { default_fuel: 100_000_000_000, max_output: 64 << 20, max_stderr: 64 << 10 };
-    let sandbox = Sandbox::with_metering(4, settings, fuel)?;
+    let metering = if fuel { Metering::Fuel } else { Metering::EpochOnly };
+    let sandbox = Sandbox::with_metering(4, settings, metering)?;
     let compiled = sandbox.compile(bytes).map_err(|e| anyhow::anyhow!("compiling: {e}"))?;
     let program = sandbox.link(Kind::Component, &compiled).map_err(|e| anyhow::anyhow!("linking: {e}"))?;
     Ok(Loaded { sandbox, program })
