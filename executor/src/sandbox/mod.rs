@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use wasmgrid_common::Size;
 use wasmgrid_proto::FailureKind;
 use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{CallHook, Engine, Linker, Module, Store, StoreContextMut, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Engine, Linker, Module, Store, StoreContextMut, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use self::capture::Capture;
@@ -276,14 +276,24 @@ fn failed(kind: FailureKind, message: String) -> Outcome {
 }
 
 /// Names a wasmtime error: exhausted fuel, stack overflow and other traps by their code;
-/// anything else as `otherwise` (an instantiation problem is an invalid module).
+/// anything else as `otherwise` (an instantiation problem is an invalid module, a host
+/// function's error a trap).
 fn classify(e: &wasmtime::Error, fuel: u64, otherwise: FailureKind) -> (FailureKind, String) {
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => (FailureKind::OutOfFuel, format!("the task used all of its {fuel} units of fuel")),
         Some(Trap::StackOverflow) => (FailureKind::Trap, "stack overflow: the task recursed too deeply".to_string()),
         Some(trap) => (FailureKind::Trap, trap.to_string()),
-        None => (otherwise, format!("{e:#}").lines().next().unwrap_or_default().to_string()),
+        // An error a host function raised carries the guest's backtrace as its context,
+        // whose first line says nothing ("error while executing at wasm backtrace:"): name
+        // the error itself.
+        None if e.downcast_ref::<WasmBacktrace>().is_some() => (otherwise, first_line(e.root_cause())),
+        None => (otherwise, first_line(&format!("{e:#}"))),
     }
 }
+
+fn first_line(message: &dyn std::fmt::Display) -> String {
+    message.to_string().lines().next().unwrap_or_default().to_string()
+}
+
 #[cfg(test)]
 mod tests;

@@ -240,3 +240,21 @@ async fn a_loop_of_host_calls_stops_at_its_timeout_or_cancel() {
     assert_eq!(kind(&o), Some(FailureKind::Cancelled), "{:?}", o.failure);
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
+
+/// A WASI function that refuses its arguments with an error (not an errno) ends the run as
+/// a trap named by that error, not by the backtrace wasmtime wraps it in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_error_is_named_by_its_cause() {
+    let sb = sandbox();
+    let misaligned = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+             (memory (export "memory") 1)
+             (func (export "_start") (drop (call $poll (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 200)))))"#,
+    )
+    .unwrap();
+    let o = run(&sb, Kind::Command, &misaligned, job(b"")).await;
+    let (kind, message) = o.failure.unwrap();
+    assert_eq!(kind, FailureKind::Trap);
+    assert!(message.contains("not aligned"), "{message}");
+}
