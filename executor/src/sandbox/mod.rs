@@ -31,9 +31,9 @@ use self::host::{Host, Interrupted, MemoryCap};
 pub use self::programs::Program;
 use self::programs::{CommandComponent, CommandModule, Ended, Failed, TaskComponent};
 
-/// Fuel between two voluntary yields of a running guest: a few milliseconds of plain code,
-/// about 10 MiB of `memory.fill` or `memory.copy`. A timeout or cancel takes effect at the
-/// next yield.
+/// Fuel between two voluntary yields of a running guest: well under a millisecond of plain
+/// code, about 1 MB of `memory.fill` or `memory.copy`. A timeout or cancel takes effect at
+/// the next yield.
 pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 
 /// Limits that are the executor's, not the task's.
@@ -213,24 +213,21 @@ impl Sandbox {
         if program.is_command() {
             out.output = stdout_bytes;
         }
-        out.failure = match (refused, ended) {
-            (Some(why), _) => Some((FailureKind::MemoryLimit, why)),
-            (None, Err(Interrupted::Timeout)) => Some((
+        let failure = match ended {
+            Err(Interrupted::Timeout) => Some((
                 FailureKind::Timeout,
                 format!("the task ran past its timeout of {}", humantime::format_duration(job.timeout)),
             )),
-            (None, Err(Interrupted::Cancelled)) => {
-                Some((FailureKind::Cancelled, "cancelled while running".to_string()))
-            }
-            (None, Ok(Err(Failed::Instantiate(e)))) => Some(classify(&e, fuel, FailureKind::InvalidModule)),
-            (None, Ok(Err(Failed::Run(e)))) => Some(classify(&e, fuel, FailureKind::Trap)),
-            (None, Ok(Ok(Ended::Output(output)))) => {
+            Err(Interrupted::Cancelled) => Some((FailureKind::Cancelled, "cancelled while running".to_string())),
+            Ok(Err(Failed::Instantiate(e))) => Some(classify(&e, fuel, FailureKind::InvalidModule)),
+            Ok(Err(Failed::Run(e))) => Some(classify(&e, fuel, FailureKind::Trap)),
+            Ok(Ok(Ended::Output(output))) => {
                 let too_big = self.too_big(output.len());
                 out.output = output;
                 too_big
             }
-            (None, Ok(Ok(Ended::Error(message)))) => Some((FailureKind::TaskError, message)),
-            (None, Ok(Ok(Ended::Exited(code)))) => {
+            Ok(Ok(Ended::Error(message))) => Some((FailureKind::TaskError, message)),
+            Ok(Ok(Ended::Exited(code))) => {
                 out.exit_code = Some(code);
                 if stdout_overflow {
                     self.too_big(self.settings.max_output + 1)
@@ -240,6 +237,15 @@ impl Sandbox {
                     None
                 }
             }
+        };
+        out.failure = match (refused, failure) {
+            // A refused allocation explains a guest that then fails however it reacts to it
+            // (a C program usually traps or gives up). A run that succeeds anyway, or that
+            // its timeout, a cancel or its fuel ends, is reported as what it was.
+            (Some(why), Some((FailureKind::Trap | FailureKind::TaskError | FailureKind::InvalidModule, _))) => {
+                Some((FailureKind::MemoryLimit, why))
+            }
+            (_, failure) => failure,
         };
         if out.failure.as_ref().is_some_and(|(kind, _)| *kind == FailureKind::OutputTooLarge) {
             // Refused output is not kept, sent or stored.

@@ -208,8 +208,8 @@ async fn stopped(
     (o, started.elapsed())
 }
 
-/// Each `memory.fill` of 64 MiB costs one unit of fuel per byte, so the guest yields after
-/// every one and meets its timeout; if it cost a flat unit or two (as before wasmtime 46),
+/// Each `memory.fill` of 64 MiB costs one unit of fuel per byte, charged before it runs, so
+/// the guest yields before every one and meets its timeout; if it cost a flat unit or two (as before wasmtime 46),
 /// the loop would run for hours between yields.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_loop_of_bulk_memory_operations_stops_at_its_timeout() {
@@ -257,4 +257,36 @@ async fn a_host_error_is_named_by_its_cause() {
     let (kind, message) = o.failure.unwrap();
     assert_eq!(kind, FailureKind::Trap);
     assert!(message.contains("not aligned"), "{message}");
+}
+
+/// A refused `memory.grow` is the reason for a failure that follows it, not a verdict on a
+/// guest that copes with it: one that checks for -1 and exits 0 succeeds, and one that
+/// then spins until its timeout ends with `timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_allocation_names_the_failure_it_causes_only() {
+    let sb = sandbox();
+    let grow = |then: &str| {
+        wat::parse_str(format!(
+            r#"(module
+                 (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+                 (memory (export "memory") 1)
+                 (func (export "_start")
+                   (if (i32.ne (memory.grow (i32.const 4000)) (i32.const -1)) (then (unreachable)))
+                   {then}))"#
+        ))
+        .unwrap()
+    };
+    let mut j = job(b"");
+    j.memory = 16 * MIB;
+    let o = run(&sb, Kind::Command, &grow("(call $exit (i32.const 0))"), j.clone()).await;
+    assert_eq!((o.failure, o.exit_code), (None, Some(0)));
+
+    let o = run(&sb, Kind::Command, &grow("(call $exit (i32.const 1))"), j.clone()).await;
+    assert_eq!(kind(&o), Some(FailureKind::MemoryLimit), "{:?}", o.failure);
+    let o = run(&sb, Kind::Command, &grow("(unreachable)"), j.clone()).await;
+    assert_eq!(kind(&o), Some(FailureKind::MemoryLimit), "{:?}", o.failure);
+    assert!(o.failure.unwrap().1.contains("memory limit of 16MiB"));
+
+    let (o, _) = stopped(&sb, &grow("(loop $again (br $again))"), Duration::from_millis(200), None).await;
+    assert_eq!(kind(&o), Some(FailureKind::Timeout), "{:?}", o.failure);
 }
