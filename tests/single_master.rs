@@ -252,3 +252,20 @@ async fn finished_tasks_are_forgotten_after_the_retention_period() {
     assert_eq!(cancelled.code(), Some(tonic::Code::NotFound), "{cancelled}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_module_the_executor_cannot_compile_is_not_compiled_again() {
+    let cluster = Cluster::start(0).await;
+    let client = cluster.client();
+    let join = [cluster.master.addr.clone()];
+    let e = wasmgrid_tests::TestExecutor::start(&join, &cluster.dir.path().join("e"), |_| {}).await;
+    cluster.wait_executors(1).await;
+    let refused = upload(&client, &guests::too_large_an_instance()).await.unwrap().digest;
+    for _ in 0..3 {
+        let t = run(&client, spec(&refused, b"")).await;
+        assert_eq!(kind(&t), pb::FailureKind::InvalidModule, "{:?}", t.error);
+    }
+    assert_eq!(e.agent.modules.compiled_count(), 1, "three runs, one compilation");
+    e.stop().await;
+    cluster.stop().await;
+}

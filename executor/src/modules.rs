@@ -1,7 +1,9 @@
 //! The module cache: each module is fetched once by digest (and checked against it), kept
 //! under `modules/`, compiled once and kept under `compiled/` keyed by the engine's
 //! compatibility hash, so a restart loads it without recompiling. Linked programs stay in
-//! memory; concurrent requests for the same module share one load.
+//! memory; concurrent requests for the same module share one load. A module that cannot
+//! run here (it does not compile or link with this engine) is remembered as such, so a
+//! resubmit fails at once instead of compiling it again.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -29,13 +31,18 @@ pub enum ModuleError {
 
 type Slot = Arc<OnceCell<Arc<dyn Program>>>;
 
+/// Modules remembered as unable to run here, at most; past that the list starts afresh.
+const MAX_INVALID: usize = 10_000;
+
 pub struct ModuleCache {
     sandbox: Arc<Sandbox>,
     sources: PathBuf,
     compiled: PathBuf,
     engine_tag: String,
     loaded: Mutex<HashMap<(Digest, Kind), Slot>>,
-    /// Modules compiled by this process (not loaded from the on-disk cache).
+    /// Why each module that cannot run here cannot (an engine's verdict does not change).
+    invalid: Mutex<HashMap<(Digest, Kind), ModuleError>>,
+    /// Compilations this process started (modules not loaded from the on-disk cache).
     compiled_count: AtomicU64,
 }
 
@@ -54,6 +61,7 @@ impl ModuleCache {
             compiled,
             engine_tag,
             loaded: Mutex::new(HashMap::new()),
+            invalid: Mutex::new(HashMap::new()),
             compiled_count: AtomicU64::new(0),
         })
     }
@@ -66,7 +74,8 @@ impl ModuleCache {
         self.len() == 0
     }
 
-    /// How many modules this process had to compile (the rest came from the disk cache).
+    /// How many compilations this process started (the other modules came from the disk
+    /// cache, or were known not to compile).
     pub fn compiled_count(&self) -> u64 {
         self.compiled_count.load(Ordering::Relaxed)
     }
@@ -74,14 +83,25 @@ impl ModuleCache {
     /// The program for `digest`, fetching and compiling it the first time.
     pub async fn get(&self, digest: &str, kind: Kind, masters: &Masters) -> Result<Arc<dyn Program>, ModuleError> {
         let parsed: Digest = digest.parse().map_err(|e| ModuleError::Invalid(digest.to_string(), format!("{e}")))?;
+        if let Some(known) = self.invalid.lock().unwrap_or_else(|p| p.into_inner()).get(&(parsed, kind)) {
+            return Err(known.clone());
+        }
         let slot = {
             let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             map.entry((parsed, kind)).or_default().clone()
         };
         let result = slot.get_or_try_init(|| self.load(parsed, kind, masters)).await.cloned();
-        if result.is_err() {
-            // Let the next run try again (a master may come back, a disk may free up).
+        if let Err(e) = &result {
             self.loaded.lock().unwrap_or_else(|p| p.into_inner()).remove(&(parsed, kind));
+            // A fetch may succeed next time (a master comes back, a disk frees up); a module
+            // this engine refused stays refused.
+            if let ModuleError::Invalid(..) = e {
+                let mut invalid = self.invalid.lock().unwrap_or_else(|p| p.into_inner());
+                if invalid.len() >= MAX_INVALID {
+                    invalid.clear();
+                }
+                invalid.insert((parsed, kind), e.clone());
+            }
         }
         result
     }
@@ -108,11 +128,11 @@ impl ModuleCache {
         };
         let sandbox = self.sandbox.clone();
         let started = std::time::Instant::now();
+        self.compiled_count.fetch_add(1, Ordering::Relaxed);
         let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&bytes))
             .await
             .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(format!("{e:#}")))?;
-        self.compiled_count.fetch_add(1, Ordering::Relaxed);
         tracing::info!(module = %name, ms = started.elapsed().as_millis(), "compiled module");
         let serialized = match &compiled {
             Compiled::Component(c) => c.serialize(),

@@ -139,6 +139,13 @@ pub fn wrong_signature() -> Vec<u8> {
 }
 
 /// A core module with no `_start`.
+/// A valid WASI command that the executor's engine refuses to compile: its 70,000 globals
+/// make an instance larger than the pooling allocator's 1 MiB limit.
+pub fn too_large_an_instance() -> Vec<u8> {
+    let globals = "(global (mut i32) (i32.const 0))".repeat(70_000);
+    wat::parse_str(format!(r#"(module (memory (export "memory") 1) {globals} (func (export "_start")))"#)).unwrap()
+}
+
 pub fn core_without_start() -> Vec<u8> {
     wat::parse_str(r#"(module (func (export "main")))"#).unwrap()
 }
