@@ -7,7 +7,9 @@
 #   make examples      build the example tasks into examples/tasks/build/
 #   make demo          a local master + executor running every example
 #   make fuzz          every cargo-fuzz target for FUZZ_SECONDS (60) each (nightly)
-#   make bench         the benchmark table (release build; RECORD=bench/RESULTS.md to keep it)
+#   make bench         the benchmark table (release build; RECORD=bench/RESULTS.md to keep it;
+#                      installs the C toolchain first, so native code is built with the
+#                      examples' clang-16)
 #
 # The tests, the examples' tooling and the demo share the dev profile, so CI compiles the
 # dependencies once (a release build of wasmtime and tonic takes about 15 minutes on 2 cores);
@@ -57,7 +59,7 @@ demo:
 fuzz:
 	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) FUZZ_PROFILE=$(or $(FUZZ_PROFILE),release) bash scripts/fuzz.sh
 
-bench:
+bench: tools_setup
 	$(CARGO) build --release --bins
 	target/release/bench $(if $(RECORD),--record $(RECORD))
 

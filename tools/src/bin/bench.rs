@@ -301,6 +301,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
 fn compute_rows(t: &mut Table, wasm: &[(Duration, Duration)], native: Option<&native::Native>) {
     let [(sha_fuel, fib_fuel), (sha_epoch, fib_epoch)] = [wasm[0], wasm[1]];
+    let compiler = native.map_or("", |n| n.compiler.as_str());
     for (name, fuel, epoch, native) in [
         ("sha256 4 MiB", sha_fuel, sha_epoch, native.map(|n| n.sha256)),
         ("fib(30)", fib_fuel, fib_epoch, native.map(|n| n.fib)),
@@ -317,7 +318,7 @@ fn compute_rows(t: &mut Table, wasm: &[(Duration, Duration)], native: Option<&na
             Some(native) => {
                 let ratio = fuel.as_secs_f64() / native.as_secs_f64();
                 t.check(
-                    format!("{name}: wasm (fuel) / native {}", ms(native)),
+                    format!("{name}: wasm (fuel) / native ({compiler} -O2) {}", ms(native)),
                     format!("{ratio:.2}x"),
                     "<= 1.5x",
                     ratio <= 1.5,
