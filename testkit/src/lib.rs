@@ -138,7 +138,6 @@ pub fn wrong_signature() -> Vec<u8> {
     component_from_core(&wat, wit, "bad")
 }
 
-/// A core module with no `_start`.
 /// A valid WASI command that the executor's engine refuses to compile: its 70,000 globals
 /// make an instance larger than the pooling allocator's 1 MiB limit.
 pub fn too_large_an_instance() -> Vec<u8> {
@@ -146,6 +145,7 @@ pub fn too_large_an_instance() -> Vec<u8> {
     wat::parse_str(format!(r#"(module (memory (export "memory") 1) {globals} (func (export "_start")))"#)).unwrap()
 }
 
+/// A core module with no `_start`.
 pub fn core_without_start() -> Vec<u8> {
     wat::parse_str(r#"(module (func (export "main")))"#).unwrap()
 }

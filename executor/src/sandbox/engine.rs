@@ -2,11 +2,11 @@
 //!
 //! Running guests are bounded by fuel alone: every call, branch and instruction that does
 //! work costs fuel, bulk memory and table operations cost it per byte or element (wasmtime
-//! 46 and later), and a run yields
-//! every [`FUEL_YIELD_INTERVAL`](super::FUEL_YIELD_INTERVAL) units, so its timeout and
-//! cancellation take effect at those points; host calls check them on entry (see
-//! `Sandbox::run`). Epoch interruption, the other way to bound time, is only built for the
-//! benchmark that measures what fuel costs against it.
+//! 46 and later), and a run yields every
+//! [`FUEL_YIELD_INTERVAL`](super::FUEL_YIELD_INTERVAL) units, where its timeout and
+//! cancellation take effect; calls into the host check them too (see `Sandbox::run`).
+//! Epoch interruption, the other way to bound time, is only built for the benchmark that
+//! measures what fuel costs against it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -209,8 +209,8 @@ async fn stopped(
 }
 
 /// Each `memory.fill` of 64 MiB costs one unit of fuel per byte, charged before it runs, so
-/// the guest yields before every one and meets its timeout; if it cost a flat unit or two (as before wasmtime 46),
-/// the loop would run for hours between yields.
+/// the guest yields before every one and meets its timeout; if it cost a flat unit or two
+/// (as before wasmtime 46), the loop would run for hours between yields.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_loop_of_bulk_memory_operations_stops_at_its_timeout() {
     let sb = sandbox();
