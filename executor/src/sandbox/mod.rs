@@ -51,7 +51,7 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub input: Vec<u8>,
-    /// argv[0] for command programs.
+    /// `argv[0]` for command programs.
     pub program_name: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
