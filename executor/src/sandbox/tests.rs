@@ -290,3 +290,17 @@ async fn a_refused_allocation_names_the_failure_it_causes_only() {
     let (o, _) = stopped(&sb, &grow("(loop $again (br $again))"), Duration::from_millis(200), None).await;
     assert_eq!(kind(&o), Some(FailureKind::Timeout), "{:?}", o.failure);
 }
+
+/// The benchmark's baseline, an engine with epoch interruption and no fuel, still stops an
+/// endless loop at its timeout and counts no fuel.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_epoch_only_sandbox_stops_an_endless_loop_at_its_timeout() {
+    let settings = Settings { default_fuel: 1_000_000_000, max_output: 1024, max_stderr: 1024 };
+    let sb = Sandbox::with_metering(2, settings, Metering::EpochOnly).unwrap();
+    let (o, took) = stopped(&sb, &forever("", ""), Duration::from_millis(300), None).await;
+    assert_eq!(kind(&o), Some(FailureKind::Timeout), "{:?}", o.failure);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(o.fuel_consumed, 0);
+    let o = run(&sb, Kind::Component, &guests::echo(), job(b"still fine")).await;
+    assert_eq!((o.failure, o.output), (None, b"still fine".to_vec()));
+}
