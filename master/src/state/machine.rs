@@ -349,6 +349,12 @@ impl StateMachine {
             (TaskState::Running, Some(executor)) => {
                 fx.stop.push((executor, RunRef { task: id, attempt: t.attempts }));
                 self.release(id);
+                // The record is final before the executor's report of the stopped run
+                // comes (which then changes nothing): its duration is the time since
+                // dispatch, as this master saw it, not 0.
+                if let Some(t) = self.live.get_mut(&id) {
+                    t.duration_ms = u64::try_from(now.saturating_sub(t.started_at_ms)).unwrap_or(0);
+                }
             }
             _ => {}
         }

@@ -196,9 +196,11 @@ fn cancel_pending_running_finished_and_unknown() {
     assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::Cancelled);
     assert!(fx.stop.is_empty());
 
+    let started = w.sm.live_task(ids[0]).unwrap().started_at_ms;
     let (_, fx) = w.apply(vec![Command::Cancel(ids[0])]);
     assert_eq!(fx.stop, vec![("e".to_string(), RunRef { task: ids[0], attempt: 1 })]);
     assert_eq!(w.sm.executor("e").unwrap().free_slots(), 1);
+    assert_eq!(fx.finished[0].duration_ms, u64::try_from(w.now - started).unwrap(), "the time it ran until cancelled");
 
     let (r, _) = w.apply(vec![Command::Cancel(ids[0])]);
     assert_eq!(r[0], Response::Refused(Refusal::AlreadyFinished(ids[0])));
