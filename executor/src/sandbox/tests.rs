@@ -9,9 +9,12 @@ use super::*;
 
 const MIB: u64 = 1024 * 1024;
 
+fn settings() -> Settings {
+    Settings { default_fuel: 1_000_000_000, max_output: 1024, max_stderr: 1024 }
+}
+
 fn sandbox() -> Sandbox {
-    let settings = Settings { default_fuel: 1_000_000_000, max_output: 1024, max_stderr: 1024 };
-    Sandbox::new(2, settings).unwrap()
+    Sandbox::new(2, settings()).unwrap()
 }
 
 fn job(input: &[u8]) -> Job {
@@ -295,8 +298,7 @@ async fn a_refused_allocation_names_the_failure_it_causes_only() {
 /// endless loop at its timeout and counts no fuel.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_epoch_only_sandbox_stops_an_endless_loop_at_its_timeout() {
-    let settings = Settings { default_fuel: 1_000_000_000, max_output: 1024, max_stderr: 1024 };
-    let sb = Sandbox::with_metering(2, settings, Metering::EpochOnly).unwrap();
+    let sb = Sandbox::with_metering(2, settings(), Metering::EpochOnly).unwrap();
     let (o, took) = stopped(&sb, &forever("", ""), Duration::from_millis(300), None).await;
     assert_eq!(kind(&o), Some(FailureKind::Timeout), "{:?}", o.failure);
     assert!(took < Duration::from_secs(3), "took {took:?}");

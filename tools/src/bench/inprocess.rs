@@ -15,9 +15,8 @@ pub struct Loaded {
 
 /// Compiles and links a task component, in a sandbox with fuel metering (as the executor
 /// runs) or with epoch interruption only.
-pub fn load(bytes: &[u8], fuel: bool) -> anyhow::Result<Loaded> {
+pub fn load(bytes: &[u8], metering: Metering) -> anyhow::Result<Loaded> {
     let settings = Settings { default_fuel: 100_000_000_000, max_output: 64 << 20, max_stderr: 64 << 10 };
-    let metering = if fuel { Metering::Fuel } else { Metering::EpochOnly };
     let sandbox = Sandbox::with_metering(4, settings, metering)?;
     let compiled = sandbox.compile(bytes).map_err(|e| anyhow::anyhow!("compiling: {e}"))?;
     let program = sandbox.link(Kind::Component, &compiled).map_err(|e| anyhow::anyhow!("linking: {e}"))?;

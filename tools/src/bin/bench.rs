@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use wasmgrid_executor::sandbox::Metering;
 use wasmgrid_tools::bench::table::{ms, rate, us, Table};
 use wasmgrid_tools::bench::{disk, e2e, inprocess, native, ray, step};
 use wasmgrid_tools::local::LocalCluster;
@@ -97,7 +98,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let fsync = disk::fsync_p50(scratch.path(), 300)?;
 
     step("the sandbox alone: cached instantiation + call, one thread");
-    let min_sb = inprocess::load(&minimal, true)?;
+    let min_sb = inprocess::load(&minimal, Metering::Fuel)?;
     let instantiate = Duration::from_secs_f64(1.0 / min_sb.calls_per_second(b"", n.ceiling_period).await?);
 
     // Rounds interleave the three builds, so a slower spell of this (shared) machine
@@ -107,7 +108,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let fib_input = FIB_N.to_string().into_bytes();
     let (sha, fib) = (example("sha256")?, example("fib")?);
     let rounds = if args.quick { 1 } else { 15 };
-    let builds = [(&sha, true), (&fib, true), (&sha, false), (&fib, false)];
+    let builds =
+        [(&sha, Metering::Fuel), (&fib, Metering::Fuel), (&sha, Metering::EpochOnly), (&fib, Metering::EpochOnly)];
     let harness = native::build(&repo(), scratch.path())?;
     let mut best = [Duration::MAX; 4];
     let mut native: Option<native::Native> = None;
@@ -117,8 +119,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         // build's time by half for a whole process. And each round starts one step further
         // along, so no build always runs in the same place of a round (right after the
         // 4 MiB run, say, or on the CPU a spawn leaves us).
-        let loaded =
-            builds.iter().map(|(bytes, fuel)| inprocess::load(bytes, *fuel)).collect::<anyhow::Result<Vec<_>>>()?;
+        let loaded = builds
+            .iter()
+            .map(|(bytes, metering)| inprocess::load(bytes, *metering))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for turn in 0..=loaded.len() {
             match (turn + round) % (loaded.len() + 1) {
                 i if i < loaded.len() => {
@@ -155,7 +159,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     // Like the compute rows, the end-to-end runs and the in-process ceilings they are held
     // against alternate in rounds, each figure the best of its rounds: this shared machine's
     // speed drifts by up to half from one minute to the next.
-    let echo_sb = inprocess::load(&echo, true)?;
+    let echo_sb = inprocess::load(&echo, Metering::Fuel)?;
     let (mut min_ceiling, mut echo_ceiling) = (0f64, 0f64);
     let (mut min_async, mut echo_async) = (None, None);
     for round in 1..=n.rounds {
