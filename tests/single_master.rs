@@ -258,14 +258,17 @@ async fn a_module_the_executor_cannot_compile_is_not_compiled_again() {
     let cluster = Cluster::start(0).await;
     let client = cluster.client();
     let join = [cluster.master.addr.clone()];
-    let e = wasmgrid_tests::TestExecutor::start(&join, &cluster.dir.path().join("e"), |_| {}).await;
+    let e = wasmgrid_tests::TestExecutor::start(&join, &cluster.dir.path().join("e"), |o| o.slots = Some(4)).await;
     cluster.wait_executors(1).await;
     let refused = upload(&client, &guests::too_large_an_instance()).await.unwrap().digest;
-    for _ in 0..3 {
-        let t = run(&client, spec(&refused, b"")).await;
-        assert_eq!(kind(&t), pb::FailureKind::InvalidModule, "{:?}", t.error);
-    }
-    assert_eq!(e.agent.modules.compiled_count(), 1, "three runs, one compilation");
+    // Four at once, all waiting on the first compilation, then one after the verdict.
+    let ids = client.submit((0..4).map(|_| spec(&refused, b"")).collect()).await.unwrap();
+    let mut failed = Vec::new();
+    client.wait(&ids, |t| failed.push(kind(&t))).await.unwrap();
+    assert_eq!(failed, [pb::FailureKind::InvalidModule; 4]);
+    let t = run(&client, spec(&refused, b"")).await;
+    assert_eq!(kind(&t), pb::FailureKind::InvalidModule, "{:?}", t.error);
+    assert_eq!(e.agent.modules.compiled_count(), 1, "five runs, one compilation");
     e.stop().await;
     cluster.stop().await;
 }

@@ -29,19 +29,27 @@ pub enum ModuleError {
     Invalid(String, String),
 }
 
-type Slot = Arc<OnceCell<Arc<dyn Program>>>;
+/// What loading a module came to: a program, or the engine's reason for refusing it (which
+/// does not change, so it is kept like a program). A failed fetch is not kept.
+type Loaded = Result<Arc<dyn Program>, ModuleError>;
+type Slot = Arc<OnceCell<Loaded>>;
 
-/// Modules remembered as unable to run here, at most; past that the list starts afresh.
-const MAX_INVALID: usize = 10_000;
+/// Refusals remembered, at most; past that they are all forgotten.
+const MAX_REFUSED: usize = 10_000;
+
+#[derive(Default)]
+struct Slots {
+    map: HashMap<(Digest, Kind), Slot>,
+    /// How many slots hold a refusal.
+    refused: usize,
+}
 
 pub struct ModuleCache {
     sandbox: Arc<Sandbox>,
     sources: PathBuf,
     compiled: PathBuf,
     engine_tag: String,
-    loaded: Mutex<HashMap<(Digest, Kind), Slot>>,
-    /// Why each module that cannot run here cannot (an engine's verdict does not change).
-    invalid: Mutex<HashMap<(Digest, Kind), ModuleError>>,
+    slots: Mutex<Slots>,
     /// Compilations this process started (modules not loaded from the on-disk cache).
     compiled_count: AtomicU64,
 }
@@ -60,14 +68,17 @@ impl ModuleCache {
             sources,
             compiled,
             engine_tag,
-            loaded: Mutex::new(HashMap::new()),
-            invalid: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             compiled_count: AtomicU64::new(0),
         })
     }
 
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn len(&self) -> usize {
-        self.loaded.lock().map_or(0, |m| m.len())
+        self.slots().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,30 +91,46 @@ impl ModuleCache {
         self.compiled_count.load(Ordering::Relaxed)
     }
 
-    /// The program for `digest`, fetching and compiling it the first time.
-    pub async fn get(&self, digest: &str, kind: Kind, masters: &Masters) -> Result<Arc<dyn Program>, ModuleError> {
+    /// The program for `digest`, fetching and compiling it the first time. Concurrent
+    /// requests wait for one load; a refusal is kept like a program, while a failed fetch
+    /// leaves the slot empty for the next request to try again.
+    pub async fn get(&self, digest: &str, kind: Kind, masters: &Masters) -> Loaded {
         let parsed: Digest = digest.parse().map_err(|e| ModuleError::Invalid(digest.to_string(), format!("{e}")))?;
-        if let Some(known) = self.invalid.lock().unwrap_or_else(|p| p.into_inner()).get(&(parsed, kind)) {
-            return Err(known.clone());
-        }
-        let slot = {
-            let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry((parsed, kind)).or_default().clone()
-        };
-        let result = slot.get_or_try_init(|| self.load(parsed, kind, masters)).await.cloned();
-        if let Err(e) = &result {
-            self.loaded.lock().unwrap_or_else(|p| p.into_inner()).remove(&(parsed, kind));
-            // A fetch may succeed next time (a master comes back, a disk frees up); a module
-            // this engine refused stays refused.
-            if let ModuleError::Invalid(..) = e {
-                let mut invalid = self.invalid.lock().unwrap_or_else(|p| p.into_inner());
-                if invalid.len() >= MAX_INVALID {
-                    invalid.clear();
+        let key = (parsed, kind);
+        let slot = self.slots().map.entry(key).or_default().clone();
+        let loaded = slot
+            .get_or_try_init(|| async {
+                match self.load(parsed, kind, masters).await {
+                    Err(fetch @ ModuleError::Fetch(..)) => Err(fetch),
+                    loaded => {
+                        if loaded.is_err() {
+                            self.count_refusal();
+                        }
+                        Ok(loaded)
+                    }
                 }
-                invalid.insert((parsed, kind), e.clone());
+            })
+            .await;
+        match loaded {
+            Ok(loaded) => loaded.clone(),
+            Err(fetch) => {
+                let mut slots = self.slots();
+                if slots.map.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot) && !s.initialized()) {
+                    slots.map.remove(&key);
+                }
+                Err(fetch)
             }
         }
-        result
+    }
+
+    /// Notes one more refused module, forgetting every refusal once there are too many.
+    fn count_refusal(&self) {
+        let mut slots = self.slots();
+        slots.refused += 1;
+        if slots.refused > MAX_REFUSED {
+            slots.map.retain(|_, s| !matches!(s.get(), Some(Err(_))));
+            slots.refused = 1;
+        }
     }
 
     async fn load(&self, digest: Digest, kind: Kind, masters: &Masters) -> Result<Arc<dyn Program>, ModuleError> {
