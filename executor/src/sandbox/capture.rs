@@ -1,9 +1,10 @@
 //! A bounded in-memory pipe for a guest's stdout and stderr. Unlike wasmtime's
 //! `MemoryOutputPipe` it never traps the guest: past its limit it drops bytes and remembers
 //! that it did, and the caller decides (stderr is kept truncated; a command's stdout beyond
-//! the output limit fails the task as `output_too_large`).
+//! the output limit ends the run, at its next call into the host, as `output_too_large`).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -12,37 +13,38 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-#[derive(Default)]
-struct Buffer {
-    bytes: Vec<u8>,
-    overflowed: bool,
-}
-
 #[derive(Clone)]
 pub struct Capture {
     limit: usize,
-    buf: Arc<Mutex<Buffer>>,
+    bytes: Arc<Mutex<Vec<u8>>>,
+    /// Checked on every call into the host, so it is read without the lock.
+    overflowed: Arc<AtomicBool>,
 }
 
 impl Capture {
     pub fn new(limit: usize) -> Self {
-        Self { limit, buf: Arc::new(Mutex::new(Buffer::default())) }
+        Self { limit, bytes: Arc::default(), overflowed: Arc::default() }
     }
 
     fn push(&self, data: &[u8]) {
-        let mut b = self.buf.lock().unwrap_or_else(|p| p.into_inner());
-        let room = self.limit.saturating_sub(b.bytes.len());
+        let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.limit.saturating_sub(bytes.len());
         if data.len() > room {
-            b.overflowed = true;
+            self.overflowed.store(true, Ordering::Relaxed);
         }
         let n = data.len().min(room);
-        b.bytes.extend_from_slice(&data[..n]);
+        bytes.extend_from_slice(&data[..n]);
+    }
+
+    /// Whether more was written than kept.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
     }
 
     /// The captured bytes, and whether more were written than kept.
     pub fn take(&self) -> (Vec<u8>, bool) {
-        let mut b = self.buf.lock().unwrap_or_else(|p| p.into_inner());
-        (std::mem::take(&mut b.bytes), b.overflowed)
+        let bytes = std::mem::take(&mut *self.bytes.lock().unwrap_or_else(|p| p.into_inner()));
+        (bytes, self.overflowed())
     }
 }
 
@@ -107,9 +109,11 @@ mod tests {
         let c = Capture::new(5);
         c.push(b"abc");
         c.push(b"def");
+        assert!(c.overflowed());
         assert_eq!(c.take(), (b"abcde".to_vec(), true));
         let c = Capture::new(5);
         c.push(b"abcde");
+        assert!(!c.overflowed());
         assert_eq!(c.take(), (b"abcde".to_vec(), false));
     }
 }

@@ -1,5 +1,5 @@
 //! What a guest's store holds: its WASI context (closed by default), its memory cap, and
-//! what ends it early (its deadline and cancellation).
+//! what ends it early (its deadline, cancellation, and a command's output past its limit).
 
 use std::time::Instant;
 
@@ -8,6 +8,8 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
+use super::capture::Capture;
+
 /// The data of one run's `Store`.
 pub struct Host {
     pub wasi: WasiP1Ctx,
@@ -15,6 +17,8 @@ pub struct Host {
     /// None when the timeout is too far away to name.
     pub deadline: Option<Instant>,
     pub cancel: CancellationToken,
+    /// A command's stdout, which ends the run once it holds more than it may.
+    pub output: Option<Capture>,
 }
 
 /// Why a run was stopped before its end.
@@ -24,11 +28,16 @@ pub enum Interrupted {
     Timeout,
     #[error("the task was cancelled")]
     Cancelled,
+    #[error("the task wrote more output than it may")]
+    OutputTooLarge,
 }
 
 impl Host {
-    /// An error if the run is past its deadline or cancelled.
+    /// An error if the run wrote too much output, is past its deadline or is cancelled.
     pub fn check(&self) -> Result<(), Interrupted> {
+        if self.output.as_ref().is_some_and(Capture::overflowed) {
+            return Err(Interrupted::OutputTooLarge);
+        }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Interrupted::Timeout);
         }

@@ -166,6 +166,7 @@ impl Sandbox {
             limits: MemoryCap::new(job.memory),
             deadline: started.checked_add(job.timeout),
             cancel: job.cancel.clone(),
+            output: program.is_command().then(|| stdout.clone()),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
@@ -219,6 +220,7 @@ impl Sandbox {
                 format!("the task ran past its timeout of {}", humantime::format_duration(job.timeout)),
             )),
             Err(Interrupted::Cancelled) => Some((FailureKind::Cancelled, "cancelled while running".to_string())),
+            Err(Interrupted::OutputTooLarge) => self.too_big(self.settings.max_output + 1),
             Ok(Err(Failed::Instantiate(e))) => Some(classify(&e, fuel, FailureKind::InvalidModule)),
             Ok(Err(Failed::Run(e))) => Some(classify(&e, fuel, FailureKind::Trap)),
             Ok(Ok(Ended::Output(output))) => {
@@ -268,8 +270,10 @@ impl Sandbox {
 }
 
 /// The call hook of every run: a call from the guest into the host (a WASI function, or one
-/// of wasmtime's own, such as `memory.grow`) ends the run if its deadline has passed or it
-/// was cancelled. Fuel bounds the guest's own code; this bounds the host's work it asks for.
+/// of wasmtime's own, such as `memory.grow`) ends the run if its deadline has passed, it
+/// was cancelled, or it is a command that wrote more output than it may (so a guest that
+/// writes for ever stops at its next write, not at its timeout). Fuel bounds the guest's
+/// own code; this bounds the host's work it asks for.
 fn check_on_host_calls(store: StoreContextMut<'_, Host>, hook: CallHook) -> wasmtime::Result<()> {
     if matches!(hook, CallHook::CallingHost) {
         store.data().check()?;

@@ -244,6 +244,22 @@ async fn a_loop_of_host_calls_stops_at_its_timeout_or_cancel() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
+/// A command that writes for ever stops at its first write past the output limit, as
+/// `output_too_large`, instead of running (and costing a slot) until its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_writing_for_ever_stops_at_the_output_limit() {
+    let sb = sandbox();
+    let write = forever(
+        r#"(import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))"#,
+        "(i32.store (i32.const 16) (i32.const 64)) (i32.store (i32.const 20) (i32.const 100))
+         (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32)))",
+    );
+    let (o, took) = stopped(&sb, &write, Duration::from_secs(20), None).await;
+    assert_eq!(kind(&o), Some(FailureKind::OutputTooLarge), "{:?}", o.failure);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(o.output.is_empty(), "refused output is not kept");
+}
+
 /// A WASI function that refuses its arguments with an error (not an errno) ends the run as
 /// a trap named by that error, not by the backtrace wasmtime wraps it in.
 #[tokio::test(flavor = "multi_thread")]
