@@ -3,15 +3,16 @@
 //! compatibility hash, so a restart loads it without recompiling. Linked programs stay in
 //! memory; concurrent requests for the same module share one load. A module that cannot
 //! run here (it does not compile or link with this engine) is remembered as such, so a
-//! resubmit fails at once instead of compiling it again.
+//! resubmit fails at once instead of compiling it again. At most [`MAX_COMPILES`] modules
+//! compile at once.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 use wasmgrid_common::Digest;
 use wasmtime::component::Component;
 use wasmtime::Module;
@@ -37,6 +38,11 @@ type Slot = Arc<OnceCell<Loaded>>;
 /// Refusals remembered, at most; past that they are all forgotten.
 const MAX_REFUSED: usize = 10_000;
 
+/// Compilations at once, at most. Compiling one module can take seconds and gigabytes
+/// (Cranelift on a huge function), and each already spreads over every core: more at once
+/// would add memory, not speed.
+const MAX_COMPILES: usize = 2;
+
 #[derive(Default)]
 struct Slots {
     map: HashMap<(Digest, Kind), Slot>,
@@ -52,6 +58,10 @@ pub struct ModuleCache {
     slots: Mutex<Slots>,
     /// Compilations this process started (modules not loaded from the on-disk cache).
     compiled_count: AtomicU64,
+    compiles: Semaphore,
+    /// Compilations running now, and the most there have been at once.
+    compiling: AtomicUsize,
+    compiling_peak: AtomicUsize,
 }
 
 impl ModuleCache {
@@ -70,6 +80,9 @@ impl ModuleCache {
             engine_tag,
             slots: Mutex::new(Slots::default()),
             compiled_count: AtomicU64::new(0),
+            compiles: Semaphore::new(MAX_COMPILES),
+            compiling: AtomicUsize::new(0),
+            compiling_peak: AtomicUsize::new(0),
         })
     }
 
@@ -89,6 +102,11 @@ impl ModuleCache {
     /// cache, or were known not to compile).
     pub fn compiled_count(&self) -> u64 {
         self.compiled_count.load(Ordering::Relaxed)
+    }
+
+    /// The most compilations that have run at once.
+    pub fn compiling_peak(&self) -> usize {
+        self.compiling_peak.load(Ordering::Relaxed)
     }
 
     /// The program for `digest`, fetching and compiling it the first time. Concurrent
@@ -153,13 +171,16 @@ impl ModuleCache {
                 bytes
             }
         };
+        let permit = self.compiles.acquire().await.map_err(|e| ModuleError::Fetch(name.clone(), e.to_string()))?;
         let sandbox = self.sandbox.clone();
         let started = std::time::Instant::now();
         self.compiled_count.fetch_add(1, Ordering::Relaxed);
-        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&bytes))
-            .await
-            .map_err(|e| invalid(e.to_string()))?
-            .map_err(|e| invalid(format!("{e:#}")))?;
+        let now = self.compiling.fetch_add(1, Ordering::Relaxed) + 1;
+        self.compiling_peak.fetch_max(now, Ordering::Relaxed);
+        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&bytes)).await;
+        self.compiling.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
+        let compiled = compiled.map_err(|e| invalid(e.to_string()))?.map_err(|e| invalid(format!("{e:#}")))?;
         tracing::info!(module = %name, ms = started.elapsed().as_millis(), "compiled module");
         let serialized = match &compiled {
             Compiled::Component(c) => c.serialize(),
@@ -225,4 +246,51 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, path).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::sandbox::Settings;
+
+    /// A command module whose one function takes a while to compile; `n` makes it unique.
+    fn slow_to_compile(n: u32) -> Vec<u8> {
+        let body = "local.get 0 i32.const 7 i32.mul local.get 1 i32.add local.set 1\n".repeat(20_000);
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "_start") (local i32 i32) {body} (drop (i32.const {n}))))"#
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_more_than_max_compiles_compile_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings { default_fuel: 1_000_000, max_output: 1024, max_stderr: 1024 };
+        let sandbox = Arc::new(Sandbox::new(8, settings).unwrap());
+        let cache = Arc::new(ModuleCache::open(sandbox, dir.path()).unwrap());
+        // The sources are on disk already: nothing is fetched from a master.
+        let masters = Arc::new(Masters::new(vec![], Default::default()));
+        let mut digests = Vec::new();
+        for n in 0..6 {
+            let bytes = slow_to_compile(n);
+            let digest = Digest::of(&bytes);
+            std::fs::write(dir.path().join("modules").join(format!("{}.wasm", digest.hex())), &bytes).unwrap();
+            digests.push(digest.to_string());
+        }
+        let runs: Vec<_> = digests
+            .into_iter()
+            .map(|d| {
+                let (cache, masters) = (cache.clone(), masters.clone());
+                tokio::spawn(async move { cache.get(&d, Kind::Command, &masters).await.map(|_| ()) })
+            })
+            .collect();
+        for r in runs {
+            r.await.unwrap().unwrap();
+        }
+        assert_eq!(cache.compiled_count(), 6);
+        assert_eq!(cache.compiling_peak(), MAX_COMPILES, "six modules at once, compiled two at a time");
+    }
 }
