@@ -1,9 +1,12 @@
 //! The content-addressed blob store: module bytes live in `blobs/<hex>` files, written
 //! once (temp file, fsync, rename) and named by their sha256, so the state machine and its
-//! snapshots only carry digests.
+//! snapshots only carry digests. Each write has a temp file of its own: two writes of the
+//! same module at once (two uploads, or a follower's push and its own fetch) must not
+//! truncate each other's file, or a short blob could be renamed into place.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmgrid_common::Digest;
 
@@ -39,7 +42,9 @@ impl BlobStore {
         if path.is_file() {
             return Ok(());
         }
-        let tmp = self.dir.join(format!("{}.{}.tmp", digest.hex(), std::process::id()));
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{}.{}.{n}.tmp", digest.hex(), std::process::id()));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -70,5 +75,23 @@ mod tests {
         store.put(&d, b"hello").unwrap();
         assert_eq!(store.get(&d).unwrap(), b"hello");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn concurrent_puts_of_the_same_bytes_all_succeed_whole() {
+        let bytes: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(&bytes);
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = BlobStore::open(dir.path()).unwrap();
+            std::thread::scope(|s| {
+                let puts: Vec<_> = (0..6).map(|_| s.spawn(|| store.put(&d, &bytes))).collect();
+                for p in puts {
+                    p.join().unwrap().unwrap();
+                }
+            });
+            assert_eq!(Digest::of(&store.get(&d).unwrap()), d);
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file is left");
+        }
     }
 }
