@@ -342,9 +342,7 @@ impl Client {
     /// Waits until every task of `ids` has finished, calling `each` as each one does (in
     /// the order they finish). Survives leader changes.
     pub async fn wait(&self, ids: &[u64], mut each: impl FnMut(pb::Task)) -> Result<(), ClientError> {
-        let mut remaining: Vec<u64> = ids.to_vec();
-        remaining.sort_unstable();
-        remaining.dedup();
+        let mut remaining: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
         // Since when streams keep breaking soon after they open (their master died or lost
         // the lead): the wait moves on to the leader, backing off, until the deadline. A
         // stream that delivered a task or stayed up a while resets it: a long wait survives
@@ -352,7 +350,7 @@ impl Client {
         let mut broken_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         while !remaining.is_empty() {
-            let request = pb::WaitTasksRequest { ids: remaining.clone() };
+            let request = pb::WaitTasksRequest { ids: remaining.iter().copied().collect() };
             let mut stream = self
                 .call(|mut c| {
                     let request = request.clone();
@@ -364,8 +362,10 @@ impl Client {
                 match stream.message().await {
                     Ok(Some(task)) => {
                         broken_since = None;
-                        remaining.retain(|id| *id != task.id);
-                        each(task);
+                        // Each task once, even if a master sends it again.
+                        if remaining.remove(&task.id) {
+                            each(task);
+                        }
                     }
                     Ok(None) => break,
                     Err(status) if retryable(&status) || broken(&status) => {
