@@ -118,6 +118,12 @@ pub struct ExecutorConfig {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// Largest `max-output-size`: a result (output and stderr) must fit in one gRPC message
+/// (256MiB) to reach the masters, and goes into a Raft entry.
+const MAX_OUTPUT_SIZE: Size = Size::mib(128);
+/// Largest `max-stderr-size`.
+const MAX_STDERR_SIZE: Size = Size::mib(16);
+
 impl ExecutorOptions {
     /// Fills in defaults and checks the combination.
     pub fn resolve(self) -> Result<ExecutorConfig, ConfigError> {
@@ -151,6 +157,20 @@ impl ExecutorOptions {
         if keepalive_ttl < Duration::from_millis(100) {
             return Err(ConfigError("keepalive-ttl must be at least 100ms".into()));
         }
+        let max_output_size = self.max_output_size.unwrap_or(Size::mib(16)).bytes();
+        if max_output_size > MAX_OUTPUT_SIZE.bytes() {
+            return Err(ConfigError(format!(
+                "max-output-size must be at most {MAX_OUTPUT_SIZE} (a result travels to the masters in one message), not {}",
+                Size(max_output_size)
+            )));
+        }
+        let max_stderr_size = self.max_stderr_size.unwrap_or(Size(64 * 1024)).bytes();
+        if max_stderr_size > MAX_STDERR_SIZE.bytes() {
+            return Err(ConfigError(format!(
+                "max-stderr-size must be at most {MAX_STDERR_SIZE}, not {}",
+                Size(max_stderr_size)
+            )));
+        }
         Ok(ExecutorConfig {
             join,
             worker_addr,
@@ -162,8 +182,8 @@ impl ExecutorOptions {
             keepalive_ttl,
             drain_grace: self.drain_grace.unwrap_or(Dur::secs(30)).0,
             default_fuel: self.default_fuel.unwrap_or(100_000_000_000),
-            max_output_size: self.max_output_size.unwrap_or(Size::mib(16)).bytes(),
-            max_stderr_size: self.max_stderr_size.unwrap_or(Size(64 * 1024)).bytes(),
+            max_output_size,
+            max_stderr_size,
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_file: self.log_file,
             log_format: self.log_format.unwrap_or_default(),
@@ -207,5 +227,15 @@ mod tests {
         assert!(toml::from_str::<ExecutorOptions>("join = \"nope\"").is_err());
         let o: ExecutorOptions = toml::from_str("join = [\"a:1\", \"http://b:2\"]").unwrap();
         assert_eq!(o.join.unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn output_limits_fit_in_a_message() {
+        let opts = |toml: &str| toml::from_str::<ExecutorOptions>(&format!("join = \"a:1\"\n{toml}")).unwrap();
+        assert!(opts("max-output-size = \"128MiB\"").resolve().is_ok());
+        let e = opts("max-output-size = \"1GiB\"").resolve().unwrap_err().to_string();
+        assert!(e.contains("max-output-size must be at most 128MiB"), "{e}");
+        let e = opts("max-stderr-size = \"17MiB\"").resolve().unwrap_err().to_string();
+        assert!(e.contains("max-stderr-size must be at most 16MiB"), "{e}");
     }
 }

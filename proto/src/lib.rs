@@ -12,6 +12,8 @@ pub mod v1 {
     tonic::include_proto!("wasmgrid.v1");
 }
 
+/// The protobuf runtime of these types, for `encoded_len` and friends.
+pub use prost;
 pub use v1::*;
 
 /// Metadata key on UNAVAILABLE answers from a follower: the leader's client address.
