@@ -19,6 +19,7 @@ use wasmgrid_common::Addr;
 use wasmgrid_proto as pb;
 use wasmgrid_proto::executor_message::Kind as Out;
 use wasmgrid_proto::master_message::Kind as In;
+use wasmgrid_proto::split;
 
 use crate::masters::Masters;
 use crate::modules::{ModuleCache, ModuleError};
@@ -27,9 +28,6 @@ use crate::sandbox::{Job, Kind, Outcome, Sandbox};
 
 /// A result the leader has not acknowledged this long after it was sent is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
-/// Bytes of results in one message, at most (a single larger result goes alone; none exceeds
-/// the configured output and stderr limits, far under the 256MiB a master accepts).
-const RESULTS_MESSAGE_BYTES: usize = 32 << 20;
 /// How often an executor whose name another one holds asks again.
 const NAME_TAKEN_RETRY: Duration = Duration::from_secs(2);
 
@@ -404,53 +402,16 @@ fn failure(kind: pb::FailureKind, message: String) -> Outcome {
     Outcome { failure: Some((kind, message)), ..Outcome::default() }
 }
 
-/// Sends `results` in messages of at most [`RESULTS_MESSAGE_BYTES`] (a larger result goes
-/// alone): all the results held after a reconnect could exceed the largest message a master
-/// accepts, which would break the stream on every reconnect.
+/// Sends `results` in messages of bounded size: all the results held after a reconnect
+/// could exceed the largest message a master accepts, which would break the stream on every
+/// reconnect.
 async fn send_results(out: &mpsc::Sender<pb::ExecutorMessage>, results: Vec<pb::TaskResult>) -> Result<(), String> {
-    for batch in batches(results, RESULTS_MESSAGE_BYTES) {
-        send(out, Out::Results(pb::TaskResults { results: batch })).await?;
+    for run in split::by_size(results, split::MESSAGE_BYTES) {
+        send(out, Out::Results(pb::TaskResults { results: run })).await?;
     }
     Ok(())
 }
 
-/// `results` in order, split into batches of at most `max_bytes` encoded (a larger one alone).
-fn batches(results: Vec<pb::TaskResult>, max_bytes: usize) -> Vec<Vec<pb::TaskResult>> {
-    let mut batches = Vec::new();
-    let (mut batch, mut bytes) = (Vec::new(), 0);
-    for r in results {
-        let len = wasmgrid_proto::prost::Message::encoded_len(&r) + 8;
-        if !batch.is_empty() && bytes + len > max_bytes {
-            batches.push(std::mem::take(&mut batch));
-            bytes = 0;
-        }
-        bytes += len;
-        batch.push(r);
-    }
-    if !batch.is_empty() {
-        batches.push(batch);
-    }
-    batches
-}
-
 async fn send(out: &mpsc::Sender<pb::ExecutorMessage>, kind: Out) -> Result<(), String> {
     out.send(pb::ExecutorMessage { kind: Some(kind) }).await.map_err(|_| "the stream to the master closed".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(task_id: u64, output: usize) -> pb::TaskResult {
-        pb::TaskResult { task_id, output: vec![7; output], ..Default::default() }
-    }
-
-    #[test]
-    fn results_are_split_into_messages_of_bounded_size_in_order() {
-        let results: Vec<_> = (0..10).map(|i| result(i, 400)).chain([result(10, 5000), result(11, 10)]).collect();
-        let split = batches(results, 1000);
-        let ids: Vec<Vec<u64>> = split.iter().map(|b| b.iter().map(|r| r.task_id).collect()).collect();
-        assert_eq!(ids, [vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7], vec![8, 9], vec![10], vec![11]]);
-        assert!(batches(Vec::new(), 1000).is_empty());
-    }
 }

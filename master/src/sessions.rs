@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::Status;
 use wasmgrid_proto as pb;
+use wasmgrid_proto::split;
 
 use crate::convert;
 use crate::state::{Dispatch, RunRef};
@@ -213,7 +214,10 @@ impl Sessions {
             assign.entry(d.executor).or_default().push(a);
         }
         for (name, tasks) in assign {
-            self.send(&name, message(pb::master_message::Kind::Assign(pb::Assignments { tasks })));
+            // Inputs can be large: several messages rather than one the executor refuses.
+            for tasks in split::by_size(tasks, split::MESSAGE_BYTES) {
+                self.send(&name, message(pb::master_message::Kind::Assign(pb::Assignments { tasks })));
+            }
         }
         for (name, runs) in group(stop) {
             self.send(&name, message(pb::master_message::Kind::Cancel(pb::CancelTasks { tasks: runs })));

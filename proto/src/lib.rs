@@ -6,14 +6,13 @@
 //! - `Worker`: the small status API an executor serves on its own address.
 
 pub mod security;
+pub mod split;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("wasmgrid.v1");
 }
 
-/// The protobuf runtime of these types, for `encoded_len` and friends.
-pub use prost;
 pub use v1::*;
 
 /// Metadata key on UNAVAILABLE answers from a follower: the leader's client address.
