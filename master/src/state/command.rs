@@ -23,6 +23,8 @@ pub type RequestId = [u8; 16];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTask {
     pub spec: TaskSpec,
+    /// Encoded as bytes, not as a sequence of u8 (the same in postcard, much faster).
+    #[serde(with = "serde_bytes")]
     pub input: Vec<u8>,
 }
 

@@ -138,7 +138,10 @@ impl TaskRecord {
 /// The bytes a run produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskOutput {
+    /// Encoded as bytes, not as a sequence of u8 (the same in postcard, much faster).
+    #[serde(with = "serde_bytes")]
     pub output: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub stderr: Vec<u8>,
 }
 

@@ -20,11 +20,29 @@ const MAGIC: &[u8; 8] = b"WGSNAP1\n";
 /// Largest frame a reader accepts (one task's input or output plus slack).
 const MAX_FRAME: usize = 512 * 1024 * 1024;
 
+/// Values (and byte keys) are encoded as bytes, not as sequences of u8: the same in
+/// postcard, and much faster for large inputs and outputs.
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame {
-    Str { table: u8, key: String, value: Vec<u8> },
-    Bytes { table: u8, key: Vec<u8>, value: Vec<u8> },
-    Int { table: u8, key: u64, value: Vec<u8> },
+    Str {
+        table: u8,
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Bytes {
+        table: u8,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Int {
+        table: u8,
+        key: u64,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
     End,
 }
 
