@@ -317,3 +317,22 @@ async fn a_minority_refuses_writes_with_a_clear_error() {
     let status = Client::new(both).unwrap().cluster_status().await.unwrap();
     assert_eq!(status.leader, other.masters[0].name, "{status:?}");
 }
+
+/// A 15MiB input makes an entry that takes a follower longer than a heartbeat interval to
+/// receive and sync (here 20ms: a debug build, loopback), the time openraft gives each
+/// AppendEntries before it retries. Cut off at each retry, it would never arrive and the
+/// submit would never commit; carried on to its end, it lands, and the retry finds it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_slower_to_replicate_than_a_heartbeat_still_commits() {
+    let mut group = Group::start(3, &["--raft-heartbeat", "20ms"]);
+    let client = group.client();
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let module = client.upload_module(&guests::reverse(), Arc::new(|_| {})).await.unwrap().digest;
+    let spec = pb::TaskSpec { module, input: vec![b'x'; 15 << 20], ..Default::default() };
+    let submitted = tokio::time::timeout(Duration::from_secs(60), client.submit(vec![spec])).await;
+    let id = submitted.expect("the submit commits within a minute").unwrap()[0];
+    // Committed means on a majority: the others have it without the leader.
+    group.kill(leader);
+    let task = client.get(id).await.unwrap();
+    assert_eq!(task.input_size, 15 << 20);
+}
