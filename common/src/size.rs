@@ -50,7 +50,11 @@ impl FromStr for Size {
         if t.is_empty() || t.starts_with('-') {
             return Err(SizeError(s.to_string()));
         }
-        t.parse::<bytesize::ByteSize>().map(|b| Self(b.as_u64())).map_err(|_| SizeError(s.to_string()))
+        match t.parse::<bytesize::ByteSize>() {
+            // bytesize saturates past 16EiB instead of failing.
+            Ok(b) if b.as_u64() < u64::MAX => Ok(Self(b.as_u64())),
+            _ => Err(SizeError(s.to_string())),
+        }
     }
 }
 
@@ -100,6 +104,9 @@ mod tests {
         assert!("lots".parse::<Size>().is_err());
         assert!("-1".parse::<Size>().is_err());
         assert!("".parse::<Size>().is_err());
+        assert!("17EiB".parse::<Size>().is_err(), "past u64, not saturated");
+        assert!("16EiB".parse::<Size>().is_err());
+        assert_eq!("15EiB".parse::<Size>().unwrap(), Size(15 << 60));
     }
 
     #[test]
