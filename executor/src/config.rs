@@ -157,6 +157,9 @@ impl ExecutorOptions {
         if keepalive_ttl < Duration::from_millis(100) {
             return Err(ConfigError("keepalive-ttl must be at least 100ms".into()));
         }
+        if self.default_fuel == Some(0) {
+            return Err(ConfigError("default-fuel must be at least 1".into()));
+        }
         let max_output_size = self.max_output_size.unwrap_or(Size::mib(16)).bytes();
         if max_output_size > MAX_OUTPUT_SIZE.bytes() {
             return Err(ConfigError(format!(
@@ -237,5 +240,7 @@ mod tests {
         assert!(e.contains("max-output-size must be at most 128MiB"), "{e}");
         let e = opts("max-stderr-size = \"17MiB\"").resolve().unwrap_err().to_string();
         assert!(e.contains("max-stderr-size must be at most 16MiB"), "{e}");
+        let e = opts("default-fuel = 0").resolve().unwrap_err().to_string();
+        assert!(e.contains("default-fuel must be at least 1"), "{e}");
     }
 }

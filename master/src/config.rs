@@ -238,8 +238,19 @@ impl MasterOptions {
                 Size(max_message_size / 2)
             )));
         }
-        if self.max_batch_size == Some(0) {
-            return Err(ConfigError("max-batch-size must be at least 1".into()));
+        let zero = [
+            ("max-batch-size", self.max_batch_size == Some(0)),
+            ("max-module-size", max_module_size == 0),
+            ("max-pending-tasks", self.max_pending_tasks == Some(0)),
+            ("default-max-attempts", self.default_max_attempts == Some(0)),
+            ("snapshot-every", self.snapshot_every == Some(0)),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(ConfigError(format!("{key} must be at least 1")));
+        }
+        let short = [("default-timeout", self.default_timeout), ("write-timeout", self.write_timeout)];
+        if let Some((key, _)) = short.iter().find(|(_, d)| d.is_some_and(|d| d.0 < Duration::from_millis(1))) {
+            return Err(ConfigError(format!("{key} must be at least 1ms")));
         }
         let default_memory = self.default_memory.unwrap_or(Size::mib(128)).bytes();
         if default_memory == 0 {
@@ -337,6 +348,12 @@ mod tests {
         for (opts, key) in [
             (MasterOptions { max_batch_size: Some(0), ..Default::default() }, "max-batch-size"),
             (MasterOptions { default_memory: Some(Size(0)), ..Default::default() }, "default-memory"),
+            (MasterOptions { max_module_size: Some(Size(0)), ..Default::default() }, "max-module-size"),
+            (MasterOptions { max_pending_tasks: Some(0), ..Default::default() }, "max-pending-tasks"),
+            (MasterOptions { default_max_attempts: Some(0), ..Default::default() }, "default-max-attempts"),
+            (MasterOptions { snapshot_every: Some(0), ..Default::default() }, "snapshot-every"),
+            (MasterOptions { default_timeout: Some(Dur::millis(0)), ..Default::default() }, "default-timeout"),
+            (MasterOptions { write_timeout: Some(Dur::millis(0)), ..Default::default() }, "write-timeout"),
         ] {
             assert!(opts.resolve().unwrap_err().to_string().contains(key), "{key}");
         }
