@@ -336,3 +336,46 @@ async fn an_entry_slower_to_replicate_than_a_heartbeat_still_commits() {
     let task = client.get(id).await.unwrap();
     assert_eq!(task.input_size, 15 << 20);
 }
+
+/// A master that comes back more than 1,000 entries behind the leader cannot win an election,
+/// and without pre-vote its campaigns would raise its term and unseat the leader: it holds
+/// back from elections until it has caught up (`master/src/catch_up.rs`), then stands again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_far_behind_holds_back_from_elections_until_it_has_caught_up() {
+    let mut group = Group::start(3, &["--snapshot-every", "500"]);
+    let client = group.client();
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let module = client.upload_module(&guests::reverse(), Arc::new(|_| {})).await.unwrap().digest;
+    let follower = (leader + 1) % 3;
+    group.kill(follower);
+    // One entry per submit: 1,200 entries, so it comes back more than 1,000 behind.
+    for i in 0..1_200 {
+        client.submit(vec![spec(&module, format!("{i}"))]).await.unwrap();
+    }
+    group.restart(follower);
+    let name = group.masters[follower].name.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client.cluster_status().await.unwrap();
+        let me = status.members.iter().find(|m| m.name == name).unwrap();
+        if me.lag == 0 && me.last_log_index > 1_200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name} did not catch up: {me:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its probes run once a second: give it one round to notice it has caught up.
+    let log = group.path().join(format!("{name}.log"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let held = text.find("not standing for election until this master has caught up");
+        let stands = text.rfind("standing for election again");
+        if held.is_some() && stands > held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name} never held back, or never stood again:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(client.list(None, None).await.unwrap().len(), 1_200);
+}

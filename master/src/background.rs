@@ -7,7 +7,8 @@
 //! - waiters: forgets waits of clients that went away;
 //! - announce: makes sure the group knows where clients reach this master;
 //! - blobs: fetches module blobs this master lacks (after a snapshot or being away);
-//! - health: probes the other masters, for `cluster status`;
+//! - health: probes the other masters, for `cluster status`, and from their replies notices
+//!   when this master was removed from the group or is too far behind to stand for election;
 //! - retention: on the leader, forgets finished tasks older than `result-retention`.
 
 use std::collections::HashMap;
@@ -71,11 +72,13 @@ async fn health(node: Arc<Node>, shutdown: CancellationToken) {
                 .map(|(id, n)| (*id, n.name.clone(), n.peer_addr.clone()))
                 .collect()
         };
+        let mut replies = Vec::new();
         for (id, name, addr) in others {
             let answered = node.peers.probe(&addr).await;
             if let Ok(reply) = &answered {
                 node.heard(id);
                 removal(&node, reply);
+                replies.push(reply.clone());
             }
             // Said once per change (openraft's own replication errors repeat, and are off).
             if answers.insert(id, answered.is_ok()) != Some(answered.is_ok()) {
@@ -85,7 +88,22 @@ async fn health(node: Arc<Node>, shutdown: CancellationToken) {
                 }
             }
         }
+        let last_log_index = node.metrics().last_log_index.unwrap_or(0);
+        match node.catch_up.note(last_log_index, &replies) {
+            Some(true) => tracing::info!(
+                last_log_index,
+                "far behind the leader: not standing for election until this master has caught up"
+            ),
+            Some(false) => tracing::info!(last_log_index, "standing for election again"),
+            None => continue,
+        }
+        stand_for_election(&node);
     }
+}
+
+/// Lets openraft campaign unless the group removed this master or it is catching up.
+fn stand_for_election(node: &Node) {
+    node.raft.runtime_config().elect(node.removal.leader_hint().is_none() && !node.catch_up.holding());
 }
 
 /// Stops campaigning once a peer shows that the group removed this master, and starts again
@@ -98,11 +116,11 @@ fn removal(node: &Node, reply: &wasmgrid_proto::ProbeReply) {
                 "this master was removed from the group: it no longer stands for election and sends \
                  clients to the leader; stop it, or add it back with `member add`"
             );
-            node.raft.runtime_config().elect(false);
+            stand_for_election(node);
         }
         Change::Restored => {
             tracing::info!("this master is a member of the group again");
-            node.raft.runtime_config().elect(true);
+            stand_for_election(node);
         }
         Change::None => {}
     }

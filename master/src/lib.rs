@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod background;
+pub mod catch_up;
 pub mod clock;
 pub mod config;
 pub mod convert;

@@ -10,6 +10,7 @@ use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
 use wasmgrid_proto::security::Security;
 
+use crate::catch_up::CatchUp;
 use crate::config::MasterConfig;
 use crate::error::ApiError;
 use crate::peers::Peers;
@@ -40,6 +41,8 @@ pub struct Node {
     heard_from: Mutex<HashMap<NodeId, Instant>>,
     /// Whether the group removed this master (see `removal`).
     pub removal: Removal,
+    /// Whether this master is too far behind the leader to stand for election (see `catch_up`).
+    pub catch_up: CatchUp,
 }
 
 impl Node {
@@ -59,6 +62,7 @@ impl Node {
             ready_at: AtomicU64::new(u64::MAX),
             heard_from: Mutex::default(),
             removal: Removal::default(),
+            catch_up: CatchUp::default(),
         }
     }
 

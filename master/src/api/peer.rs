@@ -68,7 +68,9 @@ impl RaftPeer for PeerService {
             leader_api_addr,
             ..Default::default()
         };
-        crate::removal::fill_reply(&self.node.metrics(), &mut reply);
+        let metrics = self.node.metrics();
+        reply.last_log_index = metrics.last_log_index.unwrap_or(0);
+        crate::removal::fill_reply(&metrics, &mut reply);
         Ok(Response::new(reply))
     }
 
