@@ -247,3 +247,19 @@ async fn a_run_whose_executor_dies_mid_trial_is_submitted_and_runs_elsewhere() {
     let log = std::fs::read_to_string(group.dir.path().join("m0.log")).unwrap();
     assert!(log.contains("a trial got no result"), "the run was not a trial when its executor died");
 }
+
+/// An executor that joins while tasks wait is given some at once: by the apply of its own
+/// registration. Its first message must still be the welcome, or it drops the stream and
+/// starts over (it did, once per join with a backlog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_executor_joining_a_backlog_is_welcomed_before_its_first_tasks() {
+    let mut group = Group::start(1, &[]);
+    let client = group.client();
+    let module = upload(&client, &guests::reverse()).await;
+    let ids = client.submit((0..20).map(|_| spec(&module)).collect()).await.unwrap();
+    group.start_executor("e1", 4);
+    client.wait(&ids, |_| {}).await.unwrap();
+    let log = std::fs::read_to_string(group.path().join("e1.log")).unwrap();
+    assert!(!log.contains("did not welcome"), "{log}");
+    assert_eq!(log.matches("connected to the leader").count(), 1, "one session: {log}");
+}

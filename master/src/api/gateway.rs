@@ -97,10 +97,21 @@ async fn serve(
     tx: mpsc::Sender<Result<pb::MasterMessage, Status>>,
 ) {
     let name = hello.name.clone();
+    let lease = lease(&node, &hello);
+    // The welcome goes first: once the session is open, anything applied (its own
+    // registration placing waiting tasks on it, say) is sent to it, and an executor takes a
+    // first message that is not the welcome for a broken handshake.
+    let interval = crate::sessions::keepalive_interval(lease);
+    let welcome = pb::Welcome {
+        keepalive_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(1000),
+        leader: node.config.name.clone(),
+    };
+    if tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await.is_err() {
+        return;
+    }
     // Which runs wait for a slot is known before the session counts as heard from.
     node.replica.sessions.note_held(&name, &hello.running, crate::clock::now_ms(), true);
     let session = node.replica.sessions.open(&name, hello.incarnation, tx.clone(), hello.trials);
-    let lease = lease(&node, &hello);
     let register = Command::Register {
         name: name.clone(),
         addr: hello.advertise_addr.clone(),
@@ -115,12 +126,6 @@ async fn serve(
         return;
     }
     tracing::info!(executor = %name, slots = hello.slots, addr = %hello.advertise_addr, "executor registered");
-    let interval = crate::sessions::keepalive_interval(lease);
-    let welcome = pb::Welcome {
-        keepalive_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(1000),
-        leader: node.config.name.clone(),
-    };
-    let _ = tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await;
     let held: Vec<RunRef> = hello.running.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
     match node.replica.reconcile(&name, &held) {
         Ok((0, 0)) => {}
