@@ -263,3 +263,34 @@ async fn an_executor_joining_a_backlog_is_welcomed_before_its_first_tasks() {
     assert!(!log.contains("did not welcome"), "{log}");
     assert_eq!(log.matches("connected to the leader").count(), 1, "one session: {log}");
 }
+
+/// openraft keeps a leader cut off from the other masters leading. Its executors' results
+/// could never commit there: it closes their sessions so they look for the leader the
+/// majority elects (here the others are frozen, then thawed, and the executor gets back to
+/// work with the group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_majority_lets_its_executors_go() {
+    let mut group = Group::start(3, &[]);
+    let leader = group.leader(Duration::from_secs(20)).await;
+    group.start_executor("e1", 2);
+    let client = group.client();
+    let module = upload(&client, &guests::reverse()).await;
+    let ids = client.submit(vec![spec(&module)]).await.unwrap();
+    client.wait(&ids, |_| {}).await.unwrap();
+
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &others {
+        group.masters[*i].proc.as_ref().unwrap().signal(libc::SIGSTOP);
+    }
+    let log = group.path().join("e1.log");
+    wait_until("the executor is let go", Duration::from_secs(15), || async {
+        std::fs::read_to_string(&log).unwrap().contains("lost contact with a majority")
+    })
+    .await;
+    for i in &others {
+        group.masters[*i].proc.as_ref().unwrap().signal(libc::SIGCONT);
+    }
+    let ids = client.submit(vec![spec(&module)]).await.unwrap();
+    let task = client.wait_one(ids[0]).await.unwrap();
+    assert_eq!(task.state(), pb::TaskState::Succeeded, "{:?}", task.error);
+}

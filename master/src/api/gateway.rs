@@ -26,6 +26,9 @@ use crate::state::{Command, RunRef};
 
 /// How long a new stream may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new leader may go without a majority's acknowledgement before its executor
+/// sessions are closed as cut off (the first acknowledgements take a heartbeat or two).
+const LEADER_SETTLING: Duration = Duration::from_secs(2);
 
 pub struct GatewayService {
     node: Arc<Node>,
@@ -139,7 +142,20 @@ async fn serve(
         let msg = tokio::select! {
             msg = inbound.message() => msg,
             _ = check.tick() => {
-                if node.replica.sessions.is_current(&name, session) { continue } else { break }
+                if !node.replica.sessions.is_current(&name, session) {
+                    break;
+                }
+                if cut_off(&node) {
+                    // openraft 0.9 keeps a leader cut off from the other masters leading; its
+                    // executors' results could never commit here. Send them to look for the
+                    // leader the majority elects.
+                    tracing::warn!(executor = %name, "lost contact with a majority of masters; closing executor session");
+                    let _ = tx.send(Err(Status::unavailable(
+                        "this master leads but has lost contact with a majority of the group; finding the new leader",
+                    ))).await;
+                    break;
+                }
+                continue;
             }
         };
         match msg {
@@ -202,4 +218,9 @@ async fn serve(
         node.proposer.propose_detached(Command::Disconnected { name: name.clone(), incarnation: hello.incarnation });
     }
     tracing::info!(executor = %name, "executor disconnected");
+}
+
+/// A leader that has not heard from a majority for a while (not one just elected).
+fn cut_off(node: &Node) -> bool {
+    node.is_leader() && !node.has_quorum() && node.leader_since().is_some_and(|t| t.elapsed() > LEADER_SETTLING)
 }
