@@ -230,10 +230,15 @@ fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     let env = client(&m, &["task", "submit", &echo, "--env", "NOEQUALS"]);
     assert_eq!(env.status.code(), Some(2));
     assert!(stderr(&env).contains("`NOEQUALS` is not KEY=VALUE"), "{}", stderr(&env));
-    for flag in ["--tasks", "--concurrency"] {
-        let zero = client(&m, &["bench", "--module", &echo, flag, "0"]);
-        assert_eq!(zero.status.code(), Some(2), "{flag} 0");
-        assert!(stderr(&zero).contains("at least 1"), "{}", stderr(&zero));
+    let zeros: [&[&str]; 3] = [
+        &["bench", "--module", &echo, "--tasks", "0"],
+        &["bench", "--module", &echo, "--concurrency", "0"],
+        &["task", "list", "--limit", "0"],
+    ];
+    for args in zeros {
+        let zero = client(&m, args);
+        assert_eq!(zero.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&zero).contains("must be more than 0"), "{}", stderr(&zero));
     }
 }
 

@@ -27,6 +27,8 @@ pub enum AddrError {
     BadScheme(String),
     #[error("address `{0}` has a path: expected only host:port")]
     HasPath(String),
+    #[error("address `{0}` has an invalid host: expected a name or IP address, without spaces")]
+    BadHost(String),
 }
 
 impl Addr {
@@ -94,6 +96,9 @@ impl FromStr for Addr {
         };
         if host.is_empty() {
             return Err(AddrError::MissingPort(s.to_string()));
+        }
+        if host.chars().any(|c| c.is_whitespace() || c.is_control() || "@?#\\\"'<>{}|^`,".contains(c)) {
+            return Err(AddrError::BadHost(s.to_string()));
         }
         let port = port.parse::<u16>().map_err(|_| AddrError::BadPort(s.to_string()))?;
         Ok(Self { tls, host: host.to_string(), port })
@@ -169,6 +174,8 @@ mod tests {
         assert!(matches!("ftp://h:1".parse::<Addr>(), Err(AddrError::BadScheme(_))));
         assert!(matches!("h:1/x".parse::<Addr>(), Err(AddrError::HasPath(_))));
         assert!(matches!("[::1]".parse::<Addr>(), Err(AddrError::MissingPort(_))));
+        assert!(matches!("a b:1".parse::<Addr>(), Err(AddrError::BadHost(_))));
+        assert!(matches!("user@h:1".parse::<Addr>(), Err(AddrError::BadHost(_))));
         assert!(parse_addr_list("a:1,,b:2").is_err());
         assert_eq!(parse_addr_list("a:1, http://b:2").unwrap().len(), 2);
     }

@@ -8,6 +8,7 @@ use wasmgrid_common::Size;
 
 use super::render::print_json;
 use super::tasks::resolve_module;
+use super::values::more_than_zero;
 use super::Output;
 use crate::bench::{run, BenchOptions};
 use crate::Client;
@@ -18,10 +19,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub module: String,
     /// How many tasks.
-    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 10_000, value_parser = more_than_zero::<usize>)]
     pub tasks: usize,
     /// Tasks in flight at once.
-    #[arg(long, default_value_t = 1_000, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 1_000, value_parser = more_than_zero::<usize>)]
     pub concurrency: usize,
     /// Bytes of input per task.
     #[arg(long, default_value_t = 16)]
@@ -37,14 +38,6 @@ pub struct BenchArgs {
     /// tasks use every slot.
     #[arg(long)]
     pub memory: Option<Size>,
-}
-
-fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        Ok(_) => Err("must be at least 1".into()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyhow::Result<i32> {

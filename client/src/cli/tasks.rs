@@ -30,7 +30,7 @@ pub enum TaskCommand {
         #[arg(long, value_enum)]
         state: Option<StateArg>,
         /// At most this many (the oldest first).
-        #[arg(long)]
+        #[arg(long, value_parser = more_than_zero::<usize>)]
         limit: Option<usize>,
     },
     /// Cancel a pending or running task.
