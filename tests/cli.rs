@@ -190,6 +190,7 @@ fn upload_submit_and_wait_through_the_cli() {
     let none = client_at(&e.addr.host_port(), &["task", "get", &id]);
     assert_eq!(none.status.code(), Some(1));
     assert!(stderr(&none).contains("no wasmgrid master at"), "{}", stderr(&none));
+    assert!(stderr(&none).contains("not the master's API"), "a reason, not an empty one: {}", stderr(&none));
 }
 
 fn client_at(addrs: &str, args: &[&str]) -> Output {

@@ -163,6 +163,13 @@ impl Client {
         {
             return format!("{message} (the master may require TLS: pass --tls-ca with its CA certificate)");
         }
+        if message.is_empty() {
+            // Another gRPC server (an executor's status port, say) answers UNIMPLEMENTED, bare.
+            return match status.code() {
+                Code::Unimplemented => "it serves gRPC, but not the master's API (an executor's port?)".to_string(),
+                code => format!("{code:?}"),
+            };
+        }
         message.to_string()
     }
 
