@@ -27,8 +27,12 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftErro
 
 /// Bytes of entries in one AppendEntries, roughly, unless a single entry is larger.
 const APPEND_BYTES: usize = 8 << 20;
-/// How long an AppendEntries may take in all, however long openraft waits for it.
+/// How long an AppendEntries may take in all, however long openraft waits for it: this,
+/// plus a second per [`APPEND_BYTES_PER_SECOND`] it carries (a large entry on a slow link
+/// must still get through; a peer that does not answer holds the next request this long).
 const APPEND_LIMIT: Duration = Duration::from_secs(5);
+/// The slowest link between masters a large entry is given time for: 4MiB/s (32Mbit/s).
+const APPEND_BYTES_PER_SECOND: usize = 4 << 20;
 
 /// Creates one client per peer; connections are made lazily and re-made after failures.
 #[derive(Clone, Default)]
@@ -122,25 +126,31 @@ impl PeerClient {
     /// entry (a 16MiB input) can take longer than that to cross a slow network and be synced
     /// by the follower: cut off at every retry, it would never arrive. Here it goes on to
     /// its end, one transfer at a time: a retry of the same entries waits for its answer
-    /// instead of sending them again; any other request waits for it to end first.
+    /// instead of sending them again (see `append_entries`); any other request waits for it
+    /// to end first.
     async fn append(&mut self, key: AppendKey, data: Vec<u8>) -> Result<tonic::Response<RaftPayload>, Status> {
         if let Some(earlier) = self.sending.as_mut() {
-            let result = (&mut earlier.1).await;
-            let same = earlier.0.is_some() && earlier.0 == key;
+            let _ = (&mut earlier.1).await;
             self.sending = None;
-            if same {
-                return result.unwrap_or_else(|e| Err(Status::internal(format!("append entries: {e}"))));
-            }
         }
         let mut client = self.client().map_err(Status::unavailable)?;
+        let limit = APPEND_LIMIT + Duration::from_secs((data.len() / APPEND_BYTES_PER_SECOND) as u64);
         let mut request = tonic::Request::new(RaftPayload { data });
-        request.set_timeout(APPEND_LIMIT);
+        request.set_timeout(limit);
         let call = tokio::spawn(async move { client.append_entries(request).await });
         // A heartbeat is not worth waiting for again (and carries the newest commit index).
         let sending = self.sending.insert((key.filter(|k| k.2.is_some()), call));
         let result = (&mut sending.1).await;
         self.sending = None;
         result.unwrap_or_else(|e| Err(Status::internal(format!("append entries: {e}"))))
+    }
+
+    /// The answer to the transfer of the same entries still on its way, if there is one.
+    async fn same_as_sending(&mut self, key: &AppendKey) -> Option<Result<tonic::Response<RaftPayload>, Status>> {
+        let earlier = self.sending.as_mut().filter(|(k, _)| k.is_some() && k == key)?;
+        let result = (&mut earlier.1).await;
+        self.sending = None;
+        Some(result.unwrap_or_else(|e| Err(Status::internal(format!("append entries: {e}")))))
     }
 }
 
@@ -170,13 +180,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let key = Some((rpc.vote, rpc.prev_log_id, rpc.entries.last().map(|e| e.log_id)));
+        // A retry of entries still on their way: their answer is this request's (checked
+        // before encoding them again, which for a large entry costs as much as a transfer).
+        if let Some(result) = self.same_as_sending(&key).await {
+            return self.answer(result);
+        }
         let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if rpc.entries.len() > 1 && data.len() > APPEND_BYTES {
             // Fewer entries at a time, so each request crosses (and is synced) quickly.
             let fit = (rpc.entries.len() * APPEND_BYTES / data.len()).max(1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit as u64)));
         }
-        let key = Some((rpc.vote, rpc.prev_log_id, rpc.entries.last().map(|e| e.log_id)));
         let result = self.append(key, data).await;
         self.answer(result)
     }
