@@ -283,7 +283,7 @@ async fn a_leader_cut_off_from_the_majority_lets_its_executors_go() {
         group.masters[*i].proc.as_ref().unwrap().signal(libc::SIGSTOP);
     }
     let log = group.path().join("e1.log");
-    wait_until("the executor is let go", Duration::from_secs(15), || async {
+    wait_until("the executor is let go", Duration::from_secs(30), || async {
         std::fs::read_to_string(&log).unwrap().contains("lost contact with a majority")
     })
     .await;
