@@ -58,10 +58,9 @@ pub struct ModuleCache {
     slots: Mutex<Slots>,
     /// Compilations this process started (modules not loaded from the on-disk cache).
     compiled_count: AtomicU64,
-    compiles: Semaphore,
+    compiles: Arc<Semaphore>,
     /// Compilations running now, and the most there have been at once.
-    compiling: AtomicUsize,
-    compiling_peak: AtomicUsize,
+    compiling: Arc<Gauge>,
 }
 
 impl ModuleCache {
@@ -80,9 +79,8 @@ impl ModuleCache {
             engine_tag,
             slots: Mutex::new(Slots::default()),
             compiled_count: AtomicU64::new(0),
-            compiles: Semaphore::new(MAX_COMPILES),
-            compiling: AtomicUsize::new(0),
-            compiling_peak: AtomicUsize::new(0),
+            compiles: Arc::new(Semaphore::new(MAX_COMPILES)),
+            compiling: Arc::default(),
         })
     }
 
@@ -106,7 +104,7 @@ impl ModuleCache {
 
     /// The most compilations that have run at once.
     pub fn compiling_peak(&self) -> usize {
-        self.compiling_peak.load(Ordering::Relaxed)
+        self.compiling.peak.load(Ordering::Relaxed)
     }
 
     /// The program for `digest`, fetching and compiling it the first time. Concurrent
@@ -171,15 +169,21 @@ impl ModuleCache {
                 bytes
             }
         };
-        let permit = self.compiles.acquire().await.map_err(|e| ModuleError::Fetch(name.clone(), e.to_string()))?;
+        let permit =
+            self.compiles.clone().acquire_owned().await.map_err(|e| ModuleError::Fetch(name.clone(), e.to_string()))?;
         let sandbox = self.sandbox.clone();
         let started = std::time::Instant::now();
         self.compiled_count.fetch_add(1, Ordering::Relaxed);
-        let now = self.compiling.fetch_add(1, Ordering::Relaxed) + 1;
-        self.compiling_peak.fetch_max(now, Ordering::Relaxed);
-        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&bytes)).await;
-        self.compiling.fetch_sub(1, Ordering::Relaxed);
-        drop(permit);
+        let gauge = self.compiling.clone();
+        // The permit and the count go with the compilation, even if this wait is dropped.
+        let compiled = tokio::task::spawn_blocking(move || {
+            gauge.enter();
+            let compiled = sandbox.compile(&bytes);
+            gauge.leave();
+            drop(permit);
+            compiled
+        })
+        .await;
         let compiled = compiled.map_err(|e| invalid(e.to_string()))?.map_err(|e| invalid(format!("{e:#}")))?;
         tracing::info!(module = %name, ms = started.elapsed().as_millis(), "compiled module");
         let serialized = match &compiled {
@@ -225,6 +229,24 @@ impl ModuleCache {
             }
         }
         None
+    }
+}
+
+/// How many compilations run now, and the most that have at once.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    fn enter(&self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -33,16 +33,16 @@ pub enum Interrupted {
 }
 
 impl Host {
-    /// An error if the run wrote too much output, is past its deadline or is cancelled.
+    /// An error if the run is past its deadline, is cancelled or wrote too much output.
     pub fn check(&self) -> Result<(), Interrupted> {
-        if self.output.as_ref().is_some_and(Capture::overflowed) {
-            return Err(Interrupted::OutputTooLarge);
-        }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Interrupted::Timeout);
         }
         if self.cancel.is_cancelled() {
             return Err(Interrupted::Cancelled);
+        }
+        if self.output.as_ref().is_some_and(Capture::overflowed) {
+            return Err(Interrupted::OutputTooLarge);
         }
         Ok(())
     }
