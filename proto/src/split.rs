@@ -9,6 +9,11 @@ pub const MESSAGE_BYTES: usize = 32 << 20;
 
 /// `items` in order, split into runs of at most `max_bytes` encoded (a larger item alone).
 pub fn by_size<T: prost::Message>(items: Vec<T>, max_bytes: usize) -> Vec<Vec<T>> {
+    // Nearly always one message: hand the list back as it is, without moving its items.
+    let total: usize = items.iter().map(|item| item.encoded_len() + 8).sum();
+    if total <= max_bytes {
+        return if items.is_empty() { Vec::new() } else { vec![items] };
+    }
     let mut runs = Vec::new();
     let (mut run, mut bytes) = (Vec::new(), 0);
     for item in items {
