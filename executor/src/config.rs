@@ -160,18 +160,15 @@ impl ExecutorOptions {
         if self.default_fuel == Some(0) {
             return Err(ConfigError("default-fuel must be at least 1".into()));
         }
-        let max_output_size = self.max_output_size.unwrap_or(Size::mib(16)).bytes();
-        if max_output_size > MAX_OUTPUT_SIZE.bytes() {
+        let max_output_size = self.max_output_size.unwrap_or(Size::mib(16));
+        let max_stderr_size = self.max_stderr_size.unwrap_or(Size(64 * 1024));
+        let caps = [
+            ("max-output-size", max_output_size, MAX_OUTPUT_SIZE),
+            ("max-stderr-size", max_stderr_size, MAX_STDERR_SIZE),
+        ];
+        if let Some((key, size, cap)) = caps.iter().find(|(_, size, cap)| size.bytes() > cap.bytes()) {
             return Err(ConfigError(format!(
-                "max-output-size must be at most {MAX_OUTPUT_SIZE} (a result travels to the masters in one message), not {}",
-                Size(max_output_size)
-            )));
-        }
-        let max_stderr_size = self.max_stderr_size.unwrap_or(Size(64 * 1024)).bytes();
-        if max_stderr_size > MAX_STDERR_SIZE.bytes() {
-            return Err(ConfigError(format!(
-                "max-stderr-size must be at most {MAX_STDERR_SIZE}, not {}",
-                Size(max_stderr_size)
+                "{key} must be at most {cap} (a result travels to the masters in one message), not {size}"
             )));
         }
         Ok(ExecutorConfig {
@@ -185,8 +182,8 @@ impl ExecutorOptions {
             keepalive_ttl,
             drain_grace: self.drain_grace.unwrap_or(Dur::secs(30)).0,
             default_fuel: self.default_fuel.unwrap_or(100_000_000_000),
-            max_output_size,
-            max_stderr_size,
+            max_output_size: max_output_size.bytes(),
+            max_stderr_size: max_stderr_size.bytes(),
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_file: self.log_file,
             log_format: self.log_format.unwrap_or_default(),
