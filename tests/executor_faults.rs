@@ -294,3 +294,28 @@ async fn a_leader_cut_off_from_the_majority_lets_its_executors_go() {
     let task = client.wait_one(ids[0]).await.unwrap();
     assert_eq!(task.state(), pb::TaskState::Succeeded, "{:?}", task.error);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_run_outlives_a_master_restart_after_a_quiet_spell_longer_than_the_lease() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 1);
+    let client = group.client();
+    let sleeper = upload(&client, &guests::sleeper(8_000)).await;
+    let id = client.submit(vec![spec(&sleeper)]).await.unwrap()[0];
+    wait_until("the run starts", Duration::from_secs(20), || async {
+        client.get(id).await.is_ok_and(|t| t.state() == pb::TaskState::Running)
+    })
+    .await;
+    // Longer than the executor's 3 s lease with nothing to assign or acknowledge: the leader
+    // still answers its heartbeats, so the executor knows it was in touch until the crash.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    group.kill(0);
+    // Down for longer than a tick of the executor's lease watch (a restart, an election).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    group.restart(0);
+    let task = client.wait_one(id).await.unwrap();
+    assert_eq!(task.state(), pb::TaskState::Succeeded, "{task:?}");
+    assert_eq!(task.attempts, 1, "the run went on through the restart: {task:?}");
+    let log = std::fs::read_to_string(group.path().join("e1.log")).unwrap();
+    assert!(!log.contains("stopped the running tasks"), "{log}");
+}

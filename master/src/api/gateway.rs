@@ -197,7 +197,12 @@ async fn serve(
                         }
                     }
                     Kind::Heartbeat(hb) => {
-                        node.replica.sessions.note_held(&name, &hb.running, crate::clock::now_ms(), false)
+                        node.replica.sessions.note_held(&name, &hb.running, crate::clock::now_ms(), false);
+                        // An empty acknowledgement answers it: the executor times its lease
+                        // from the last word of the leader, and a leader with nothing to
+                        // assign or acknowledge (long runs, no new work) would otherwise say
+                        // nothing at all. A full outbox is busy talking already.
+                        let _ = tx.try_send(Ok(message(pb::master_message::Kind::Ack(pb::ResultsAck::default()))));
                     }
                     Kind::Hello(_) => {}
                 }
