@@ -65,7 +65,7 @@ pub struct ExecutorOptions {
     /// Largest output a task may return.
     #[arg(long, value_name = "SIZE")]
     pub max_output_size: Option<Size>,
-    /// Stderr kept per task; the rest is dropped and the record says so.
+    /// Stderr kept per task (and the length of a task's own error message); the rest is dropped.
     #[arg(long, value_name = "SIZE")]
     pub max_stderr_size: Option<Size>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.

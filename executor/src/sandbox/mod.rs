@@ -228,7 +228,7 @@ impl Sandbox {
                 out.output = output;
                 too_big
             }
-            Ok(Ok(Ended::Error(message))) => Some((FailureKind::TaskError, message)),
+            Ok(Ok(Ended::Error(message))) => Some((FailureKind::TaskError, self.bounded(message))),
             Ok(Ok(Ended::Exited(code))) => {
                 out.exit_code = Some(code);
                 if stdout_overflow {
@@ -254,6 +254,23 @@ impl Sandbox {
             out.output = Vec::new();
         }
         out
+    }
+
+    /// A task component's own error message, cut to `max-stderr-size` like its stderr: it is
+    /// stored and replicated with the result, and nothing else bounds it but the guest's memory.
+    fn bounded(&self, mut message: String) -> String {
+        let max = self.settings.max_stderr;
+        if message.len() <= max {
+            return message;
+        }
+        let total = message.len();
+        let mut cut = max;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(&format!("… (cut at max-stderr-size = {}; {} in all)", Size(max as u64), Size(total as u64)));
+        message
     }
 
     fn too_big(&self, len: usize) -> Option<(FailureKind, String)> {

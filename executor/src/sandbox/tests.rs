@@ -118,6 +118,20 @@ async fn output_over_the_limit_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_task_error_message_is_cut_at_the_stderr_limit() {
+    let sb = sandbox();
+    // err(60,000 bytes): without a bound, a guest's message (stored and replicated with the
+    // result) could be as large as its memory.
+    let long = guests::task("(call $err (i32.const 4096) (i32.const 60000))", "");
+    let o = run(&sb, Kind::Component, &long, job(b"")).await;
+    let (kind, message) = o.failure.unwrap();
+    assert_eq!(kind, FailureKind::TaskError, "{}", &message[..message.len().min(100)]);
+    assert!(message.len() < 1024 + 100, "{} bytes", message.len());
+    let tail = &message[1024..];
+    assert_eq!(tail, "… (cut at max-stderr-size = 1KiB; 60000B in all)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wasi_commands_read_stdin_write_stdout_and_exit() {
     let sb = sandbox();
     let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(b"hi there")).await;
