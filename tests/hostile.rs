@@ -145,6 +145,14 @@ async fn a_submit_over_the_message_limit_is_refused_naming_it() {
     let padded = guests::task("(call $ok (i32.const 1024) (i32.const 1))", &"a".repeat(12 * MIB));
     assert!(padded.len() > 12 * MIB);
     upload(&client, &padded).await;
+    // max-message-size bounds what clients send; executors' results are bounded by their own
+    // max-output-size (16MiB here), and one larger than the clients' limit still arrives.
+    let big = upload(&client, &guests::big_output(12 * MIB as u32)).await;
+    let limits = pb::Limits { memory_bytes: 64 * MIB as u64, ..Default::default() };
+    let id = client.submit(vec![pb::TaskSpec { module: big, limits: Some(limits), ..Default::default() }]).await;
+    let t = tokio::time::timeout(Duration::from_secs(60), client.wait_one(id.unwrap()[0])).await;
+    let t = t.expect("a 12MiB result reaches a master whose clients' limit is 8MiB").unwrap();
+    assert_eq!((t.state(), t.output.len()), (pb::TaskState::Succeeded, 12 * MIB), "{:?}", t.error);
     echo_works(&client, &echo).await;
     cluster.stop().await;
 }

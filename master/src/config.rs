@@ -68,7 +68,7 @@ pub struct MasterOptions {
     /// Largest task input accepted by submit.
     #[arg(long, value_name = "SIZE")]
     pub max_input_size: Option<Size>,
-    /// Largest gRPC message the client and executor APIs accept (a submit batch is one).
+    /// Largest gRPC message the client API accepts (a submit batch is one).
     #[arg(long, value_name = "SIZE")]
     pub max_message_size: Option<Size>,
     /// Most tasks in one submit call.

@@ -259,14 +259,16 @@ async fn serve_api(
     with_peer: bool,
     shutdown: CancellationToken,
 ) {
-    // What clients and executors send is bounded by max-message-size; answers may be larger
-    // (a listing, a module fetch) and are bounded by the client side.
-    let limit = node.config.max_message_size;
+    // What clients send is bounded by max-message-size; answers may be larger (a listing, a
+    // module fetch) and are bounded by the client side. Executors' messages are bounded by
+    // their own max-output-size and max-stderr-size, and a result refused here would be sent
+    // again on every reconnect, blocking every other result of that executor: the gateway
+    // takes what gRPC allows.
     let master = MasterServer::new(MasterService::new(node.clone()))
-        .max_decoding_message_size(limit)
+        .max_decoding_message_size(node.config.max_message_size)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let gateway = ExecutorGatewayServer::new(GatewayService::new(node.clone()))
-        .max_decoding_message_size(limit)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let router = server
         .add_service(InterceptedService::new(master, security.check_token()))
