@@ -21,6 +21,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Largest wasm call stack of a guest; deeper recursion traps with a stack overflow.
 const MAX_WASM_STACK: usize = 1024 * 1024;
 
+/// Most core instances, memories and tables one component may instantiate.
+const MAX_CORE_INSTANCES: u32 = 16;
+const MAX_MEMORIES: u32 = 4;
+const MAX_TABLES: u32 = 8;
+
 /// How a running guest is made to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metering {
@@ -46,15 +51,18 @@ pub fn build(slots: u32, metering: Metering) -> wasmtime::Result<Engine> {
     let runs = slots.max(1) + 4;
     let mut pool = PoolingAllocationConfig::default();
     // A C task linked through the preview1 adapter instantiates several core instances,
-    // memories and tables per run; leave room for that.
+    // memories and tables per run; leave room for that. One component may take no more than
+    // a run's share, so `slots` runs of the largest component allowed fit at once (with
+    // more per component, a few tenants' heavy components at once could leave none for the
+    // others' runs; the pool's address space, 4GiB a memory, rules out giving each run more).
     pool.total_component_instances(runs * 2)
-        .total_core_instances(runs * 16)
-        .total_memories(runs * 4)
-        .total_tables(runs * 8)
+        .total_core_instances(runs * MAX_CORE_INSTANCES)
+        .total_memories(runs * MAX_MEMORIES)
+        .total_tables(runs * MAX_TABLES)
         .total_stacks(runs * 2)
-        .max_core_instances_per_component(32)
-        .max_memories_per_component(8)
-        .max_tables_per_component(16)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES)
+        .max_memories_per_component(MAX_MEMORIES)
+        .max_tables_per_component(MAX_TABLES)
         .max_memory_size(1 << 32)
         .table_elements(1 << 20)
         // Reset small memories, tables and stacks in place instead of returning them to the

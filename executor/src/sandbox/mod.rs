@@ -21,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use wasmgrid_common::Size;
 use wasmgrid_proto::FailureKind;
 use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{CallHook, Engine, Linker, Module, Store, StoreContextMut, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime::{
+    CallHook, Engine, Linker, Module, PoolConcurrencyLimitError, Store, StoreContextMut, Trap, UpdateDeadline,
+    WasmBacktrace,
+};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use self::capture::Capture;
@@ -302,10 +305,16 @@ fn failed(kind: FailureKind, message: String) -> Outcome {
     Outcome { failure: Some((kind, message)), ..Outcome::default() }
 }
 
-/// Names a wasmtime error: exhausted fuel, stack overflow and other traps by their code;
+/// Names a wasmtime error: a pool with no instance, memory, table or stack free (more runs
+/// at once than it was sized for) as `executor_lost`; exhausted fuel, stack overflow and
+/// other traps by their code;
 /// anything else as `otherwise` (an instantiation problem is an invalid module, a host
 /// function's error a trap).
 fn classify(e: &wasmtime::Error, fuel: u64, otherwise: FailureKind) -> (FailureKind, String) {
+    if let Some(full) = e.downcast_ref::<PoolConcurrencyLimitError>() {
+        // Says nothing about the module: run it again, here or elsewhere.
+        return (FailureKind::ExecutorLost, format!("the executor had no instance free: {full}"));
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => (FailureKind::OutOfFuel, format!("the task used all of its {fuel} units of fuel")),
         Some(Trap::StackOverflow) => (FailureKind::Trap, "stack overflow: the task recursed too deeply".to_string()),

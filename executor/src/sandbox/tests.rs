@@ -131,6 +131,26 @@ async fn a_task_error_message_is_cut_at_the_stderr_limit() {
     assert_eq!(tail, "… (cut at max-stderr-size = 1KiB; 60000B in all)");
 }
 
+/// More runs at once than the pool was sized for (the agent's slots keep it from happening)
+/// fail as `executor_lost`, which is run again, never as `invalid_module`, which is final:
+/// a busy pool says nothing about the module.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_beyond_the_pool_fail_as_retryable_not_as_an_invalid_module() {
+    let sb = Sandbox::new(1, settings()).unwrap();
+    let compiled = sb.compile(&guests::spin()).unwrap();
+    let program = sb.link(Kind::Component, &compiled).unwrap();
+    let runs = (0..40).map(|_| {
+        let mut j = job(b"");
+        j.timeout = Duration::from_millis(500);
+        sb.run(program.as_ref(), j)
+    });
+    let outcomes = futures::future::join_all(runs).await;
+    let kinds: Vec<_> = outcomes.iter().map(kind).collect();
+    assert!(kinds.contains(&Some(FailureKind::Timeout)), "{kinds:?}");
+    assert!(kinds.contains(&Some(FailureKind::ExecutorLost)), "the pool ran out: {kinds:?}");
+    assert!(!kinds.contains(&Some(FailureKind::InvalidModule)), "{kinds:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wasi_commands_read_stdin_write_stdout_and_exit() {
     let sb = sandbox();
