@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmgrid_client::bench::BenchOptions;
 use wasmgrid_client::proto as pb;
 use wasmgrid_client::Client;
 use wasmgrid_tests::group::Group;
@@ -318,4 +319,25 @@ async fn a_long_run_outlives_a_master_restart_after_a_quiet_spell_longer_than_th
     assert_eq!(task.attempts, 1, "the run went on through the restart: {task:?}");
     let log = std::fs::read_to_string(group.path().join("e1.log")).unwrap();
     assert!(!log.contains("stopped the running tasks"), "{log}");
+}
+
+/// A benchmark whose wait fails (here the master is gone for longer than the client's
+/// deadline) ends with that error: its submits used to wait for ever for the in-flight window
+/// the failed wait held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_benchmark_whose_wait_fails_ends_with_the_error() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 1);
+    let client = Arc::new(group.client().with_deadline(Duration::from_secs(2)));
+    let sleeper = upload(&client, &guests::sleeper(60_000)).await;
+    let opts =
+        BenchOptions { module: sleeper, tasks: 3, concurrency: 1, input_size: 0, sync: false, fuel: 0, memory: 0 };
+    let bench = tokio::spawn({
+        let client = client.clone();
+        async move { wasmgrid_client::bench::run(client, &opts, &|_| {}).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    group.kill(0);
+    let ended = tokio::time::timeout(Duration::from_secs(30), bench).await.expect("the benchmark ends").unwrap();
+    assert!(ended.is_err(), "{ended:?}");
 }

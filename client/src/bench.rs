@@ -72,7 +72,7 @@ async fn run_sync(
     tasks: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(Vec<Duration>, usize), ClientError> {
-    let mut latencies = Vec::with_capacity(tasks);
+    let mut latencies = Vec::with_capacity(capacity(tasks));
     let mut failed = 0;
     for i in 0..tasks {
         let t0 = Instant::now();
@@ -95,21 +95,24 @@ async fn run_async(
 ) -> Result<(Vec<Duration>, usize), ClientError> {
     // Batches keep the in-flight window full without one RPC per task, and stay far below
     // any master's max-message-size (4 MiB at the least) whatever the input size.
+    let concurrency = concurrency.min(tasks).clamp(1, Semaphore::MAX_PERMITS);
     let batch = (concurrency / 4).clamp(1, 1000).min((BATCH_BYTES / (spec.input.len() + 64)).max(1));
     let window = Arc::new(Semaphore::new(concurrency));
-    let done: Arc<Mutex<(Vec<Duration>, usize)>> = Arc::new(Mutex::new((Vec::with_capacity(tasks), 0)));
+    let done: Arc<Mutex<(Vec<Duration>, usize)>> = Arc::new(Mutex::new((Vec::with_capacity(capacity(tasks)), 0)));
     let mut waiters = Vec::new();
     let mut submitted = 0;
     while submitted < tasks {
         let n = batch.min(tasks - submitted);
-        let permits = window.clone().acquire_many_owned(n as u32).await.map_err(|_| closed())?;
+        // Closed by a waiter that failed: its tasks will never give their permits back, and
+        // its error is reported below.
+        let Ok(permits) = window.clone().acquire_many_owned(n as u32).await else { break };
         permits.forget();
         let t0 = Instant::now();
         let ids = client.submit(vec![spec.clone(); n]).await?;
         submitted += n;
         let (client, window, finished) = (client.clone(), window.clone(), done.clone());
         waiters.push(tokio::spawn(async move {
-            client
+            let waited = client
                 .wait(&ids, |t| {
                     let mut d = finished.lock().unwrap_or_else(|p| p.into_inner());
                     d.0.push(t0.elapsed());
@@ -118,7 +121,11 @@ async fn run_async(
                     }
                     window.add_permits(1);
                 })
-                .await
+                .await;
+            if waited.is_err() {
+                window.close();
+            }
+            waited
         }));
         progress(done.lock().map(|d| d.0.len()).unwrap_or(0));
     }
@@ -131,6 +138,12 @@ async fn run_async(
     }
     let d = std::mem::take(&mut *done.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(d)
+}
+
+/// Room for the latencies of `tasks` tasks, reserved up front up to a point (a mistyped
+/// `--tasks` should not be an allocation failure).
+fn capacity(tasks: usize) -> usize {
+    tasks.min(1 << 20)
 }
 
 fn closed() -> ClientError {

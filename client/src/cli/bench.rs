@@ -24,8 +24,8 @@ pub struct BenchArgs {
     /// Tasks in flight at once.
     #[arg(long, default_value_t = 1_000, value_parser = more_than_zero::<usize>)]
     pub concurrency: usize,
-    /// Bytes of input per task.
-    #[arg(long, default_value_t = 16)]
+    /// Bytes of input per task (at most 256MiB, the largest message a master takes).
+    #[arg(long, default_value_t = 16, value_parser = input_size)]
     pub input_size: usize,
     /// One task at a time, submit to result: the round trip.
     #[arg(long)]
@@ -38,6 +38,18 @@ pub struct BenchArgs {
     /// tasks use every slot.
     #[arg(long)]
     pub memory: Option<Size>,
+}
+
+/// A task input size no master could take is a usage error, not an allocation of it.
+fn input_size(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n > wasmgrid_proto::MAX_MESSAGE_SIZE {
+        return Err(format!(
+            "must be at most {} bytes (256MiB, the largest message a master takes)",
+            wasmgrid_proto::MAX_MESSAGE_SIZE
+        ));
+    }
+    Ok(n)
 }
 
 pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyhow::Result<i32> {
@@ -95,4 +107,14 @@ pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyho
         eprintln!("error: {} of the {} tasks failed (see `task list --state failed`)", report.failed, report.tasks);
     }
     Ok(i32::from(report.failed > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_input_size_no_master_could_take_is_refused() {
+        assert_eq!(super::input_size("16"), Ok(16));
+        assert!(super::input_size("268435457").unwrap_err().contains("at most 268435456 bytes"));
+        assert!(super::input_size("-1").is_err());
+    }
 }
