@@ -202,6 +202,28 @@ async fn sigterm_on_the_leader_hands_over_to_a_follower() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// A client waiting for a long task holds a stream open on the master: SIGTERM ends it (the
+/// client asks again elsewhere) instead of waiting for the task, hours maybe, to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_ends_the_waits_a_master_holds_open_and_it_exits() {
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 1);
+    let client = Arc::new(group.client());
+    let sleeper = upload(&client, &guests::sleeper(120_000)).await;
+    let id = client.submit(vec![spec(&sleeper)]).await.unwrap()[0];
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.wait_one(id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let master = group.masters[0].proc.as_mut().unwrap();
+    master.signal(libc::SIGTERM);
+    let status = master.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "the master exits though a wait was open: {status:?}");
+    assert!(!waiting.is_finished(), "the wait goes on, looking for a master");
+    waiting.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_whose_executor_dies_mid_trial_is_submitted_and_runs_elsewhere() {
     let mut group = Group::start(1, &[]);

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmgrid_proto::security::Security;
 
 use crate::catch_up::CatchUp;
@@ -22,6 +23,11 @@ use crate::state::{Command, Response};
 use crate::trials::Trials;
 
 pub type Metrics = RaftMetrics<NodeId, Member>;
+
+/// How long a leader may go without a majority's acknowledgement before the streams it holds
+/// open (executor sessions, waits) are closed as cut off: twice what an AppendEntries of
+/// usual size may take, since acknowledgements pause while a large entry crosses.
+pub const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Node {
     pub id: NodeId,
@@ -43,10 +49,19 @@ pub struct Node {
     pub removal: Removal,
     /// Whether this master is too far behind the leader to stand for election (see `catch_up`).
     pub catch_up: CatchUp,
+    /// Fires when this master stops: streams it holds open end, so the servers can stop.
+    pub shutdown: CancellationToken,
 }
 
 impl Node {
-    pub fn new(id: NodeId, config: MasterConfig, raft: Raft, replica: Arc<Replica>, security: Security) -> Self {
+    pub fn new(
+        id: NodeId,
+        config: MasterConfig,
+        raft: Raft,
+        replica: Arc<Replica>,
+        security: Security,
+        shutdown: CancellationToken,
+    ) -> Self {
         let proposer = Proposer::start(raft.clone());
         let metrics = raft.metrics();
         Self {
@@ -63,6 +78,7 @@ impl Node {
             heard_from: Mutex::default(),
             removal: Removal::default(),
             catch_up: CatchUp::default(),
+            shutdown,
         }
     }
 
@@ -127,6 +143,18 @@ impl Node {
     pub fn has_quorum(&self) -> bool {
         let window = self.quorum_window().as_millis();
         self.metrics.borrow().millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) <= window)
+    }
+
+    /// Whether this master leads but no majority has acknowledged it for longer than
+    /// [`CUT_OFF_AFTER`]: openraft 0.9 keeps such a leader leading.
+    pub fn cut_off(&self) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        match self.metrics.borrow().millis_since_quorum_ack {
+            Some(ms) => u128::from(ms) > CUT_OFF_AFTER.as_millis(),
+            None => self.leader_since().is_some_and(|t| t.elapsed() > CUT_OFF_AFTER),
+        }
     }
 
     /// How long a leader may go without a majority's acknowledgement: 8 heartbeats.

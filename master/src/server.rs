@@ -193,7 +193,7 @@ pub async fn start(
         let _ = raft.trigger().elect().await;
     }
 
-    let node = Arc::new(Node::new(id, config, raft, replica, security.clone()));
+    let node = Arc::new(Node::new(id, config, raft, replica, security.clone(), shutdown.clone()));
     background::spawn_all(&node, &shutdown);
 
     let api_addr = listeners.api.local_addr()?;

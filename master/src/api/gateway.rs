@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -26,9 +26,6 @@ use crate::state::{Command, RunRef};
 
 /// How long a new stream may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a leader may go without a majority's acknowledgement before its executor
-/// sessions are closed as cut off: twice what an AppendEntries of usual size may take.
-const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
 
 pub struct GatewayService {
     node: Arc<Node>,
@@ -138,7 +135,6 @@ async fn serve(
         Err(e) => tracing::warn!(executor = %name, error = %e, "could not reconcile executor"),
     }
     let mut check = tokio::time::interval(Duration::from_millis(500));
-    let mut without_majority: Option<Instant> = None;
     loop {
         let msg = tokio::select! {
             msg = inbound.message() => msg,
@@ -146,11 +142,7 @@ async fn serve(
                 if !node.replica.sessions.is_current(&name, session) {
                     break;
                 }
-                // Raft acknowledgements pause while a large entry crosses to the followers:
-                // only a loss that lasts counts.
-                if node.has_quorum() || !node.is_leader() {
-                    without_majority = None;
-                } else if without_majority.get_or_insert_with(Instant::now).elapsed() > CUT_OFF_AFTER {
+                if node.cut_off() {
                     // openraft 0.9 keeps a leader cut off from the other masters leading; its
                     // executors' results could never commit here. Send them to look for the
                     // leader the majority elects.

@@ -207,6 +207,9 @@ pub fn list(node: &Node, req: pb::ListTasksRequest) -> Result<pb::ListTasksRespo
     Ok(pb::ListTasksResponse { tasks, more })
 }
 
+/// How often a wait checks that this master still leads.
+const WATCH_LEADERSHIP_EVERY: Duration = Duration::from_millis(500);
+
 /// Streams each task of `ids` once it has finished: at once for finished ones, on the apply
 /// of their result for the others. Unknown ids end the stream with NOT_FOUND.
 pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<pb::Task, Status>>, ApiError> {
@@ -241,10 +244,35 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
                 }
             }
         }
+        // A wait lasts as long as its tasks run, hours maybe: it ends (the client asks the
+        // leader again) when this master stops, stops leading, or leads cut off from the
+        // majority, where results no longer commit.
+        let mut check = tokio::time::interval(WATCH_LEADERSHIP_EVERY);
         while !remaining.is_empty() {
             let task = tokio::select! {
                 t = notify_rx.recv() => match t { Some(t) => t, None => return },
                 _ = out.closed() => return,
+                _ = node.shutdown.cancelled() => {
+                    let _ = out.send(Err(Status::unavailable("this master is shutting down; ask another"))).await;
+                    return;
+                }
+                _ = check.tick() => {
+                    let stop = if node.cut_off() {
+                        Err(Status::unavailable(
+                            "this master leads but has lost contact with a majority of the group; finding the new leader",
+                        ))
+                    } else if !node.is_leader() {
+                        // Names the leader, if known, for the client to go to.
+                        node.ensure_leader().map_err(Status::from)
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(status) = stop {
+                        let _ = out.send(Err(status)).await;
+                        return;
+                    }
+                    continue;
+                }
             };
             if !remaining.remove(&task.id) {
                 continue;
