@@ -173,6 +173,33 @@ async fn a_short_modules_tasks_queue_at_the_executor_and_the_wait_does_not_count
     cluster.stop().await;
 }
 
+/// A module that takes seconds to compile: its first run waits for it without counting it
+/// against the task's timeout, on the executor or in the leader's backstop (the run counts as
+/// waiting meanwhile), as it would have had it come as a trial (`task submit --wait`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_compile_does_not_count_against_the_first_runs_timeout() {
+    let cluster = Cluster::start_with(
+        1,
+        |_| {},
+        |o| {
+            // Heartbeats every second: the leader's backstop is placement + 1 s + timeout + 3 s.
+            o.keepalive_ttl = Some(wasmgrid_common::Dur::secs(4));
+        },
+    )
+    .await;
+    let client = cluster.client();
+    // About 9 s to compile in a debug build, well past the backstop's 4.1 s.
+    let slow = upload(&client, &guests::many_functions(15_000)).await;
+    let started = std::time::Instant::now();
+    let mut task = spec(&slow, "");
+    task.limits = Some(pb::Limits { timeout_ms: 100, ..Default::default() });
+    let id = client.submit(vec![task]).await.unwrap()[0];
+    let t = client.wait_one(id).await.unwrap();
+    assert_eq!((t.state(), t.output.as_slice()), (pb::TaskState::Succeeded, &b"ok"[..]), "{:?}", t.error);
+    println!("compiled and ran in {:?}", started.elapsed());
+    cluster.stop().await;
+}
+
 /// A draining executor finishes the run it started and gives back at once those still
 /// waiting in its queue, so they run elsewhere instead of waiting out the drain, without
 /// using up an attempt (one is all these tasks have).

@@ -24,7 +24,7 @@ use wasmgrid_proto::split;
 use crate::masters::Masters;
 use crate::modules::{ModuleCache, ModuleError};
 use crate::runs::{self, RunKey, Runs};
-use crate::sandbox::{Job, Kind, Outcome, Sandbox};
+use crate::sandbox::{Job, Kind, Outcome, Program, Sandbox};
 
 /// A result the leader has not acknowledged this long after it was sent is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
@@ -303,13 +303,13 @@ impl Agent {
             // A module that cannot load fails the trial as it would fail an assigned run.
             let outcome = match agent.modules.get(&a.module, kind, &agent.masters).await {
                 Err(e) => module_failure(e),
-                Ok(_) => {
+                Ok(program) => {
                     let permit = match agent.draining.load(Ordering::Relaxed) {
                         true => None,
                         false => agent.permits.clone().try_acquire_owned().ok(),
                     };
                     match permit {
-                        Some(_permit) => agent.execute_counted(a, CancellationToken::new()).await,
+                        Some(_permit) => agent.execute_counted(a, program, CancellationToken::new()).await,
                         None => failure(pb::FailureKind::ExecutorLost, "no free slot for a trial run".into()),
                     }
                 }
@@ -319,9 +319,23 @@ impl Agent {
         });
     }
 
-    /// Runs an assigned task once a slot is free. Runs the leader queued here beyond the
-    /// slots (a module known to run short) wait for one in order, and say so in heartbeats.
+    /// Runs an assigned task once its module is ready and a slot is free. Runs the leader
+    /// queued here beyond the slots (a module known to run short) wait for one in order, and
+    /// say so in heartbeats.
+    ///
+    /// The module is fetched and compiled first, while the run still counts as waiting: a
+    /// slow compile (seconds, for a large module) holds no slot that runs of ready modules
+    /// could take, does not count against the run's timeout here or in the leader's
+    /// backstop (heartbeats flag the run as waiting), whichever way the task came (a trial
+    /// loads its module first too), and a cancel or a drain ends the wait.
     async fn execute(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
+        let program = tokio::select! {
+            loaded = self.modules.get(&a.module, program_kind(&a), &self.masters) => match loaded {
+                Ok(program) => program,
+                Err(e) => return module_failure(e),
+            },
+            _ = cancel.cancelled() => return failure(pb::FailureKind::Cancelled, "cancelled before it started".into()),
+        };
         let permit = tokio::select! {
             permit = self.permits.clone().acquire_owned() => permit.ok(),
             _ = cancel.cancelled() => None,
@@ -335,24 +349,30 @@ impl Agent {
         if !self.runs.start((a.task_id, a.attempt)) {
             return failure(pb::FailureKind::Cancelled, "cancelled before it started".into());
         }
-        self.execute_counted(a, cancel).await
+        self.execute_counted(a, program, cancel).await
     }
 
-    /// Runs `a` on a slot already taken, counting it as busy meanwhile.
-    async fn execute_counted(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
+    /// Runs `a` with its loaded `program` on a slot already taken, counting it as busy
+    /// meanwhile.
+    async fn execute_counted(
+        self: &Arc<Self>,
+        a: pb::Assignment,
+        program: Arc<dyn Program>,
+        cancel: CancellationToken,
+    ) -> Outcome {
         let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
         self.runs.note_busy(busy);
-        let outcome = self.execute_with_slot(a, cancel).await;
+        let outcome = self.execute_with_slot(a, program, cancel).await;
         self.busy.fetch_sub(1, Ordering::SeqCst);
         outcome
     }
 
-    async fn execute_with_slot(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
-        let kind = program_kind(&a);
-        let program = match self.modules.get(&a.module, kind, &self.masters).await {
-            Ok(p) => p,
-            Err(e) => return module_failure(e),
-        };
+    async fn execute_with_slot(
+        self: &Arc<Self>,
+        a: pb::Assignment,
+        program: Arc<dyn Program>,
+        cancel: CancellationToken,
+    ) -> Outcome {
         let limits = a.limits.unwrap_or_default();
         let job = Job {
             input: a.input,

@@ -205,6 +205,27 @@ pub fn sleeper(ms: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// A WASI command with `n` small functions besides `_start`, which prints `ok`: compiling it
+/// takes about a second per few thousand functions in a debug build.
+pub fn many_functions(n: usize) -> Vec<u8> {
+    let funcs: String = (0..n)
+        .map(|i| format!("(func $f{i} (param i32) (result i32) (i32.add (local.get 0) (i32.const {i})))\n"))
+        .collect();
+    wat::parse_str(format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 512) "ok")
+          {funcs}
+          (func (export "_start")
+            (drop (call $f0 (i32.const 1)))
+            (i32.store (i32.const 256) (i32.const 512))
+            (i32.store (i32.const 260) (i32.const 2))
+            (drop (call $write (i32.const 1) (i32.const 256) (i32.const 1) (i32.const 264)))))"#
+    ))
+    .unwrap()
+}
+
 /// A WASI command that sleeps as many nanoseconds as the first 8 bytes of its stdin say
 /// (little-endian; no input: no sleep), then prints `slept`: its runs are as short or as
 /// long as each task's input asks.
