@@ -118,6 +118,17 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_async(&mut components)?;
         let mut modules = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut modules, |h: &mut Host| &mut h.wasi)?;
+        // wasmtime-wasi fails `proc_exit` with a status of 126 or more (shells keep those for
+        // signals), which would make `exit(255)` or `exit(-1)` a trap: any status is the
+        // program's exit code here (as the program gave it, -1 for `exit(-1)`).
+        modules.allow_shadowing(true).func_wrap(
+            "wasi_snapshot_preview1",
+            "proc_exit",
+            |_: wasmtime::Caller<'_, Host>, status: i32| -> wasmtime::Result<()> {
+                Err(wasmtime_wasi::I32Exit(status).into())
+            },
+        )?;
+        modules.allow_shadowing(false);
         let ticker = match metering {
             Metering::Fuel => None,
             Metering::EpochOnly => Some(EpochTicker::start(engine.clone())?),

@@ -164,6 +164,25 @@ async fn wasi_commands_read_stdin_write_stdout_and_exit() {
     assert_eq!(kind(&o), Some(FailureKind::OutputTooLarge));
 }
 
+/// Any `proc_exit` status is an exit code: wasmtime-wasi refuses 126 and above (shells keep
+/// them for signals), but `exit(255)` and `exit(-1)` are common in C programs.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_exit_status_is_an_exit_code_not_a_trap() {
+    let sb = sandbox();
+    for code in [0, 1, 125, 126, 255, 256, -1] {
+        let exits = wat::parse_str(format!(
+            r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+              (memory (export "memory") 1)
+              (func (export "_start") (call $exit (i32.const {code}))))"#
+        ))
+        .unwrap();
+        let o = run(&sb, Kind::Command, &exits, job(b"")).await;
+        assert_eq!(o.exit_code, Some(code), "{:?}", o.failure);
+        let expected = if code == 0 { None } else { Some(FailureKind::TaskError) };
+        assert_eq!(kind(&o), expected, "{:?}", o.failure);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn huge_tables_and_memories_are_refused_cleanly() {
     let sb = sandbox();
