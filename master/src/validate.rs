@@ -7,7 +7,10 @@
 //! module exporting `_start`. Components may import WASI interfaces only; core modules may
 //! import `wasi_snapshot_preview1` only.
 
-use wasmparser::{Parser, Payload, Validator, WasmFeatures};
+use wasmgrid_common::guest::{preview1_signature, MAX_TABLE_ELEMENTS, PREVIEW1_MODULE};
+use wasmparser::{
+    CompositeInnerType, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures,
+};
 use wit_parser::decoding::{decode, DecodedWasm};
 use wit_parser::{Resolve, Type, TypeDefKind, WorldItem, WorldKey};
 
@@ -48,41 +51,132 @@ pub fn validate(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
 }
 
 fn validate_core(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
-    let mut has_start = false;
+    let read = |e: wasmparser::BinaryReaderError| invalid(e.message().to_string());
+    // Function types by type index (None: not a function type), and each function's type
+    // index, imports first, as the function index space counts them.
+    let mut types: Vec<Option<FuncType>> = Vec::new();
+    let mut functions: Vec<u32> = Vec::new();
+    let (mut start, mut exports_memory, mut imports) = (None, false, 0usize);
     for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(|e| invalid(e.message().to_string()))? {
+        match payload.map_err(read)? {
+            Payload::TypeSection(reader) => {
+                for group in reader {
+                    for ty in group.map_err(read)?.into_types() {
+                        types.push(match ty.composite_type.inner {
+                            CompositeInnerType::Func(f) => Some(f),
+                            _ => None,
+                        });
+                    }
+                }
+            }
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports() {
-                    let import = import.map_err(|e| invalid(e.message().to_string()))?;
-                    if import.module != "wasi_snapshot_preview1" {
+                    let import = import.map_err(read)?;
+                    imports += 1;
+                    let TypeRef::Func(ty) = import.ty else {
                         return Err(invalid(format!(
-                            "the module imports `{}::{}`, which wasmgrid does not provide; command modules may import wasi_snapshot_preview1 only",
+                            "the module imports `{}::{}`, which is not a function; command modules may import WASI preview1 functions only",
                             import.module, import.name
+                        )));
+                    };
+                    check_wasi_import(import.module, import.name, func_type(&types, ty))?;
+                    functions.push(ty);
+                }
+            }
+            Payload::FunctionSection(reader) => {
+                for ty in reader {
+                    functions.push(ty.map_err(read)?);
+                }
+            }
+            Payload::TableSection(reader) => {
+                for table in reader {
+                    let initial = table.map_err(read)?.ty.initial;
+                    if initial > MAX_TABLE_ELEMENTS {
+                        return Err(invalid(format!(
+                            "a table starts with {initial} elements; tables may hold at most {MAX_TABLE_ELEMENTS}"
                         )));
                     }
                 }
             }
             Payload::ExportSection(reader) => {
                 for export in reader {
-                    let export = export.map_err(|e| invalid(e.message().to_string()))?;
-                    if export.name == "_start" && export.kind == wasmparser::ExternalKind::Func {
-                        has_start = true;
+                    let export = export.map_err(read)?;
+                    match (export.name, export.kind) {
+                        ("_start", ExternalKind::Func) => start = Some(export.index),
+                        ("memory", ExternalKind::Memory) => exports_memory = true,
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
     }
-    if !has_start {
+    let Some(start) = start else {
         return Err(invalid(
             "a core module must be a WASI command exporting `_start` (build a program with a main function for wasm32-wasip1); a task must be a component exporting run",
+        ));
+    };
+    let start_type = functions.get(start as usize).and_then(|ty| func_type(&types, *ty));
+    if !start_type.is_some_and(|f| f.params().is_empty() && f.results().is_empty()) {
+        return Err(invalid("`_start` must take no parameters and return nothing (the WASI command entry point)"));
+    }
+    if imports > 0 && !exports_memory {
+        return Err(invalid(
+            "the module imports WASI functions but exports no memory named `memory`, which WASI reads and writes through",
         ));
     }
     Ok(ModuleKind::Command)
 }
 
+fn func_type(types: &[Option<FuncType>], index: u32) -> Option<&FuncType> {
+    types.get(index as usize).and_then(Option::as_ref)
+}
+
+/// A command module's import: a WASI preview1 function, with its signature.
+fn check_wasi_import(module: &str, name: &str, ty: Option<&FuncType>) -> Result<(), InvalidModule> {
+    if module != PREVIEW1_MODULE {
+        return Err(invalid(format!(
+            "the module imports `{module}::{name}`, which wasmgrid does not provide; command modules may import {PREVIEW1_MODULE} only"
+        )));
+    }
+    let Some((params, results)) = preview1_signature(name) else {
+        return Err(invalid(format!("the module imports `{module}::{name}`, which is not a WASI preview1 function")));
+    };
+    let written = |types: &[ValType]| -> String {
+        types
+            .iter()
+            .map(|t| match t {
+                ValType::I32 => 'i',
+                ValType::I64 => 'I',
+                _ => '?',
+            })
+            .collect()
+    };
+    if !ty.is_some_and(|f| written(f.params()) == params && written(f.results()) == results) {
+        let shown =
+            |sig: &str| sig.chars().map(|c| if c == 'I' { "i64" } else { "i32" }).collect::<Vec<_>>().join(", ");
+        return Err(invalid(format!(
+            "the module imports `{module}::{name}` with the wrong signature; WASI's is ({}) -> ({})",
+            shown(params),
+            shown(results)
+        )));
+    }
+    Ok(())
+}
+
 fn validate_component(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
-    let decoded = decode(bytes).map_err(|e| invalid(format!("cannot read the component's interface: {e}")))?;
+    // wit-parser 0.263 panics on some malformed components (an interface-style export name
+    // on a bare function): a refusal like any other, not a crash of the upload.
+    let decoded = std::panic::catch_unwind(|| decode(bytes))
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            invalid(format!("cannot read the component's interface: the decoder failed ({why})"))
+        })?
+        .map_err(|e| invalid(format!("cannot read the component's interface: {e}")))?;
     let DecodedWasm::Component(resolve, world_id) = decoded else {
         return Err(invalid("this is a WIT package, not a component; upload the built component"));
     };
@@ -190,5 +284,40 @@ mod tests {
         assert!(wrong.contains("wrong signature") && wrong.contains("list<u8>"), "{wrong}");
         let env_import = wat::parse_str(r#"(module (import "env" "f" (func)) (func (export "_start")))"#).unwrap();
         assert!(refused(&env_import).contains("env::f"));
+    }
+
+    /// Command modules that could never run are refused at upload, not at their first run.
+    #[test]
+    fn refuses_commands_that_could_never_link_or_start() {
+        let module = |body: &str| wat::parse_str(format!("(module {body})")).unwrap();
+        let start = r#"(memory (export "memory") 1) (func (export "_start"))"#;
+        let unknown = refused(&module(&format!(
+            r#"(import "wasi_snapshot_preview1" "does_not_exist" (func (param i32))) {start}"#
+        )));
+        assert!(unknown.contains("not a WASI preview1 function"), "{unknown}");
+        let signature =
+            refused(&module(&format!(r#"(import "wasi_snapshot_preview1" "proc_exit" (func (param i64))) {start}"#)));
+        assert!(signature.contains("wrong signature; WASI's is (i32) -> ()"), "{signature}");
+        let memory = refused(&module(
+            r#"(import "wasi_snapshot_preview1" "proc_exit" (func (param i32))) (func (export "_start"))"#,
+        ));
+        assert!(memory.contains("exports no memory"), "{memory}");
+        let global = refused(&module(&format!(r#"(import "wasi_snapshot_preview1" "g" (global i32)) {start}"#)));
+        assert!(global.contains("not a function"), "{global}");
+        let entry = refused(&module(r#"(func (export "_start") (param i32))"#));
+        assert!(entry.contains("no parameters"), "{entry}");
+        let table = refused(&module(&format!(r#"(table 100000000 funcref) {start}"#)));
+        assert!(table.contains("at most 1048576"), "{table}");
+        // What WASI programs do import is accepted, pure computations need no memory.
+        assert_eq!(validate(&guests::sleeper(1)), Ok(ModuleKind::Command));
+        assert_eq!(validate(&module(r#"(func (export "_start"))"#)), Ok(ModuleKind::Command));
+    }
+
+    /// wit-parser panics on this one (a function exported under an interface's name).
+    #[test]
+    fn a_component_the_decoder_chokes_on_is_refused() {
+        let bytes = guests::function_exported_as_an_interface();
+        let why = refused(&bytes);
+        assert!(why.contains("cannot read the component's interface"), "{why}");
     }
 }

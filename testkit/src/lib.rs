@@ -205,6 +205,19 @@ pub fn sleeper(ms: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// A component exporting a function under an interface's name: wit-parser 0.263 panics on
+/// it while decoding.
+pub fn function_exported_as_an_interface() -> Vec<u8> {
+    wat::parse_str(
+        r#"(component
+          (core module $m (func (export "run") (param i32) (result i32) (local.get 0)))
+          (core instance $i (instantiate $m))
+          (func $run (param "x" u32) (result u32) (canon lift (core func $i "run")))
+          (export "wasmgrid:task/run@0.1.0" (func $run)))"#,
+    )
+    .unwrap()
+}
+
 /// A WASI command with `n` small functions besides `_start`, which prints `ok`: compiling it
 /// takes about a second per few thousand functions in a debug build.
 pub fn many_functions(n: usize) -> Vec<u8> {

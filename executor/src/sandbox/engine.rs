@@ -64,7 +64,7 @@ pub fn build(slots: u32, metering: Metering) -> wasmtime::Result<Engine> {
         .max_memories_per_component(MAX_MEMORIES)
         .max_tables_per_component(MAX_TABLES)
         .max_memory_size(1 << 32)
-        .table_elements(1 << 20)
+        .table_elements(wasmgrid_common::guest::MAX_TABLE_ELEMENTS as usize)
         // Reset small memories, tables and stacks in place instead of returning them to the
         // kernel: page faults and TLB shootdowns were a large share of a tiny task's cost.
         // Kept small: every warm slot holds this much resident.

@@ -164,6 +164,29 @@ async fn wasi_commands_read_stdin_write_stdout_and_exit() {
     assert_eq!(kind(&o), Some(FailureKind::OutputTooLarge));
 }
 
+/// The master refuses command modules by the list of WASI preview1 functions in
+/// `wasmgrid_common::guest`: a module importing every one of them, with those signatures,
+/// links here.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_preview1_function_the_master_allows_links_with_its_signature() {
+    let sb = sandbox();
+    let types = |sig: &str| sig.chars().map(|c| if c == 'I' { " i64" } else { " i32" }).collect::<String>();
+    let imports: String = wasmgrid_common::guest::PREVIEW1
+        .iter()
+        .map(|(name, params, results)| {
+            format!(
+                r#"(import "wasi_snapshot_preview1" "{name}" (func (param{}) (result{})))"#,
+                types(params),
+                types(results)
+            )
+        })
+        .collect();
+    let module =
+        wat::parse_str(format!(r#"(module {imports} (memory (export "memory") 1) (func (export "_start")))"#)).unwrap();
+    let o = run(&sb, Kind::Command, &module, job(b"")).await;
+    assert_eq!((o.failure, o.exit_code), (None, Some(0)));
+}
+
 /// Any `proc_exit` status is an exit code: wasmtime-wasi refuses 126 and above (shells keep
 /// them for signals), but `exit(255)` and `exit(-1)` are common in C programs.
 #[tokio::test(flavor = "multi_thread")]
