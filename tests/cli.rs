@@ -243,6 +243,24 @@ fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     }
 }
 
+/// A module the component decoder panics on is refused with a reason; the master logs the
+/// panic it caught as one error line, not as a crash dump on its stderr.
+#[test]
+fn a_module_that_panics_the_decoder_is_refused_and_logged_as_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = master(dir.path());
+    let path = dir.path().join("choker.wasm");
+    std::fs::write(&path, guests::function_exported_as_an_interface()).unwrap();
+    let out = client(&m, &["module", "upload", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read the component's interface"), "{}", stderr(&out));
+    let log = std::fs::read_to_string(dir.path().join("master.log")).unwrap();
+    assert!(log.contains("panic caught"), "{log}");
+    assert!(!log.contains("panicked at"), "{log}");
+    let status = client(&m, &["cluster", "status"]);
+    assert!(status.status.success(), "the master still serves: {}", stderr(&status));
+}
+
 #[test]
 fn no_master_gives_a_clear_error() {
     let out = Command::new(bin("master-client"))

@@ -62,8 +62,34 @@ pub fn init(level: &str, file: Option<&Path>, format: LogFormat) -> Result<(), L
         (None, LogFormat::Json) => install(builder.json().with_writer(std::io::stderr).finish()),
     };
     // A second init (tests starting several roles in one process) is harmless.
-    let _ = result;
+    if result.is_ok() {
+        log_panics();
+    }
     Ok(())
+}
+
+/// Panics go to the log as one error line, in the log's format and file, not as a raw dump on
+/// stderr: the servers catch them (a request, a run, a parser that chokes on a hostile
+/// module) and keep serving, so they are events to log, not crashes.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        if thread == "main" {
+            // Nothing catches these: the process ends, and says why where the user looks.
+            default(info);
+            return;
+        }
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(thread, location, "panic caught: {message}");
+    }));
 }
 
 /// Installs `subscriber`, openraft's repeats throttled, as the global one.
