@@ -200,7 +200,15 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         let ids = client.submit(vec![spec]).await?;
         let id = *ids.first().context("the master returned no task id")?;
         match output {
-            Output::Json => print_json(&task_json(&client.get(id).await?)),
+            // The task is submitted whatever happens next: a failed read of its record must
+            // not exit 1, or a script that retries would submit it twice.
+            Output::Json => match client.get(id).await {
+                Ok(t) => print_json(&task_json(&t)),
+                Err(e) => {
+                    eprintln!("warning: task {id} was submitted, but its record could not be read back: {e}");
+                    print_json(&serde_json::json!({ "id": id.to_string() }));
+                }
+            },
             Output::Text => out!("{id}"),
         }
         return Ok(0);

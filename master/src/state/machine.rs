@@ -413,7 +413,11 @@ impl StateMachine {
                 self.queue.insert(t);
                 fx.changed.insert(id);
             } else {
-                let message = format!("executor {name} was lost; gave up after {} attempts", t.attempts);
+                let attempts = match t.attempts {
+                    1 => "1 attempt".to_string(),
+                    n => format!("{n} attempts"),
+                };
+                let message = format!("executor {name} was lost; gave up after {attempts}");
                 self.finalize(id, TaskState::Failed, Some(Failure::new(FailureKind::ExecutorLost, message)), now, fx);
             }
         }

@@ -222,6 +222,7 @@ fn a_lost_executor_moves_its_tasks_and_counts_attempts() {
     // Out of attempts (max 2): the task fails as executor_lost.
     let (_, fx) = w.apply(vec![Command::ExecutorLost { name: "b".into(), incarnation: 1 }]);
     assert_eq!(fx.finished[0].error.as_ref().unwrap().kind, FailureKind::ExecutorLost);
+    assert!(fx.finished[0].error.as_ref().unwrap().message.ends_with("gave up after 2 attempts"));
     assert_eq!(fx.finished[0].attempts, 2);
 
     // The first executor's late report changes nothing.
