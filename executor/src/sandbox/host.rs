@@ -59,13 +59,16 @@ impl WasiView for Host {
 pub struct MemoryCap {
     cap: u64,
     used: u64,
+    /// The sizes of the growth last allowed, to take it back should wasmtime then fail it.
+    last_grow: Option<(u64, u64)>,
     max_table_elements: usize,
     pub refused: Option<String>,
 }
 
 impl MemoryCap {
     pub fn new(cap: u64) -> Self {
-        Self { cap, used: 0, max_table_elements: 1 << 20, refused: None }
+        let max_table_elements = usize::try_from(wasmgrid_common::guest::MAX_TABLE_ELEMENTS).unwrap_or(usize::MAX);
+        Self { cap, used: 0, last_grow: None, max_table_elements, refused: None }
     }
 }
 
@@ -81,7 +84,19 @@ impl ResourceLimiter for MemoryCap {
             return Ok(false);
         }
         self.used = next;
+        self.last_grow = Some((current as u64, desired as u64));
         Ok(true)
+    }
+
+    /// A growth within the cap that wasmtime could not make: past the instance pool's 4GiB
+    /// a memory (a 64-bit memory under a cap above that). It does not count, and it explains
+    /// the run's failure as the memory limit it is.
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        if let Some((current, desired)) = self.last_grow.take() {
+            self.used = self.used.saturating_sub(desired).saturating_add(current);
+        }
+        self.refused = Some(format!("the task's memory could not grow: {error}"));
+        Ok(())
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -107,5 +122,14 @@ mod tests {
         assert!(!cap.memory_growing(0, 60, None).unwrap(), "a second memory shares the cap");
         assert!(cap.refused.is_some());
         assert!(cap.memory_growing(60, 100, None).unwrap());
+    }
+
+    #[test]
+    fn a_growth_wasmtime_fails_does_not_count_and_is_a_refusal() {
+        let mut cap = MemoryCap::new(100);
+        assert!(cap.memory_growing(0, 60, None).unwrap());
+        cap.memory_grow_failed(wasmtime::Error::msg("past the pool's maximum")).unwrap();
+        assert!(cap.refused.as_deref().is_some_and(|r| r.contains("past the pool's maximum")));
+        assert!(cap.memory_growing(0, 100, None).unwrap(), "the failed growth was taken back");
     }
 }

@@ -187,6 +187,23 @@ async fn every_preview1_function_the_master_allows_links_with_its_signature() {
     assert_eq!((o.failure, o.exit_code), (None, Some(0)));
 }
 
+/// A 64-bit memory under a cap above the instance pool's 4GiB a memory: the growth past 4GiB
+/// is within the cap but fails in wasmtime, and the run that then traps is `memory_limit`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_growth_past_the_pools_4gib_is_a_memory_limit() {
+    let sb = sandbox();
+    let module = wat::parse_str(
+        r#"(module (memory (export "memory") i64 1)
+          (func (export "_start")
+            (if (i64.eq (memory.grow (i64.const 65537)) (i64.const -1)) (then unreachable))))"#,
+    )
+    .unwrap();
+    let mut j = job(b"");
+    j.memory = 8 << 30;
+    let o = run(&sb, Kind::Command, &module, j).await;
+    assert_eq!(kind(&o), Some(FailureKind::MemoryLimit), "{:?}", o.failure);
+}
+
 /// Any `proc_exit` status is an exit code: wasmtime-wasi refuses 126 and above (shells keep
 /// them for signals), but `exit(255)` and `exit(-1)` are common in C programs.
 #[tokio::test(flavor = "multi_thread")]
