@@ -54,6 +54,9 @@ impl WasiView for Host {
     }
 }
 
+/// What a table element is counted as against the memory cap.
+const TABLE_ELEMENT_BYTES: u64 = 8;
+
 /// Caps the total linear memory of a run (all its memories together) and its tables, and
 /// remembers a refusal so the run is reported as `memory_limit` even if the guest then traps.
 pub struct MemoryCap {
@@ -99,7 +102,9 @@ impl ResourceLimiter for MemoryCap {
         Ok(())
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    /// Tables count against the same cap, at a pointer an element: a guest's eight tables of
+    /// a million elements each would otherwise hold 64MiB beside its `--memory`.
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_table_elements {
             self.refused = Some(format!(
                 "table limit of {} elements reached: the task tried to grow a table to {desired}",
@@ -107,6 +112,16 @@ impl ResourceLimiter for MemoryCap {
             ));
             return Ok(false);
         }
+        let added = (desired.saturating_sub(current) as u64).saturating_mul(TABLE_ELEMENT_BYTES);
+        let next = self.used.saturating_add(added);
+        if next > self.cap {
+            self.refused = Some(format!(
+                "memory limit of {} reached: the task tried to grow a table to {desired} elements",
+                wasmgrid_common::Size(self.cap)
+            ));
+            return Ok(false);
+        }
+        self.used = next;
         Ok(true)
     }
 }
@@ -122,6 +137,16 @@ mod tests {
         assert!(!cap.memory_growing(0, 60, None).unwrap(), "a second memory shares the cap");
         assert!(cap.refused.is_some());
         assert!(cap.memory_growing(60, 100, None).unwrap());
+    }
+
+    #[test]
+    fn tables_count_against_the_cap() {
+        let mut cap = MemoryCap::new(100);
+        assert!(cap.table_growing(0, 10, None).unwrap(), "80 bytes");
+        assert!(!cap.memory_growing(0, 30, None).unwrap(), "110 bytes in all");
+        assert!(!cap.table_growing(10, 13, None).unwrap(), "104 bytes in all");
+        assert!(cap.refused.as_deref().is_some_and(|r| r.contains("13 elements")));
+        assert!(cap.memory_growing(0, 20, None).unwrap());
     }
 
     #[test]
