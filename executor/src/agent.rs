@@ -3,8 +3,9 @@
 //! One stream at a time, to the leader: `Hello` (with every run this executor holds, so a new
 //! leader can reconcile), then assignments in, heartbeats and batched results out. Results
 //! stay in the outbox until the leader acknowledges them, and are sent again after any
-//! reconnect or when unacknowledged for `RESEND_AFTER`; assignments for a run already held
-//! are ignored, so nothing runs twice because a message was repeated.
+//! reconnect or when unacknowledged for `RESEND_AFTER` (twice as long after each send, up to a
+//! minute); assignments for a run already held are ignored, so nothing runs twice because a
+//! message was repeated.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -17,6 +17,24 @@ use crate::sandbox::Outcome;
 /// A run, named by its fencing token.
 pub type RunKey = (u64, u32);
 
+/// A result waiting for the leader's acknowledgement.
+struct Sent {
+    result: pb::TaskResult,
+    at: Instant,
+    times: u32,
+}
+
+/// Longest wait between two sends of an unacknowledged result.
+const MAX_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long after its `times`-th send a result still unacknowledged is sent again: `after`,
+/// then twice as long each time, up to a minute. A large result can take longer than `after`
+/// to commit, and each copy sent is proposed again.
+fn resend_interval(after: Duration, times: u32) -> Duration {
+    let doublings = times.saturating_sub(1).min(16);
+    after.saturating_mul(1 << doublings).min(MAX_RESEND_INTERVAL.max(after))
+}
+
 #[derive(Default)]
 struct Inner {
     running: HashMap<RunKey, CancellationToken>,
@@ -24,8 +42,8 @@ struct Inner {
     waiting: HashSet<RunKey>,
     /// Runs given up, with why, and whether they were still waiting (never started).
     abandoned: HashMap<RunKey, (String, bool)>,
-    /// Each result with when it was last sent.
-    outbox: BTreeMap<RunKey, (pb::TaskResult, Instant)>,
+    /// Each result with when it was last sent, and how often.
+    outbox: BTreeMap<RunKey, Sent>,
     /// Most runs at once so far (never more than the slots).
     peak: usize,
 }
@@ -98,7 +116,7 @@ impl Runs {
         };
         let result = pb::TaskResult { not_started, ..task_result(key, o) };
         // It goes out right away through the agent's finished channel.
-        runs.outbox.insert(key, (result, Instant::now()));
+        runs.outbox.insert(key, Sent { result, at: Instant::now(), times: 0 });
     }
 
     pub fn cancel(&self, key: RunKey) -> bool {
@@ -181,8 +199,12 @@ impl Runs {
     pub fn overdue(&self, after: Duration) -> Vec<pb::TaskResult> {
         let now = Instant::now();
         let mut runs = self.lock();
-        let keys: Vec<RunKey> =
-            runs.outbox.iter().filter(|(_, (_, sent))| now.duration_since(*sent) >= after).map(|(k, _)| *k).collect();
+        let keys: Vec<RunKey> = runs
+            .outbox
+            .iter()
+            .filter(|(_, sent)| now.duration_since(sent.at) >= resend_interval(after, sent.times))
+            .map(|(k, _)| *k)
+            .collect();
         Self::take_for_sending(&mut runs, &keys)
     }
 
@@ -191,9 +213,10 @@ impl Runs {
         let now = Instant::now();
         keys.iter()
             .filter_map(|k| {
-                let (result, sent) = runs.outbox.get_mut(k)?;
-                *sent = now;
-                Some(result.clone())
+                let sent = runs.outbox.get_mut(k)?;
+                sent.at = now;
+                sent.times = sent.times.saturating_add(1);
+                Some(sent.result.clone())
             })
             .collect()
     }
@@ -234,6 +257,15 @@ mod tests {
         runs.ack([key]);
         assert!(runs.overdue(Duration::ZERO).is_empty());
         assert_eq!(runs.outbox_len(), 0);
+    }
+
+    #[test]
+    fn resends_back_off_to_a_minute() {
+        let after = Duration::from_secs(5);
+        let intervals: Vec<u64> = (0..7).map(|n| resend_interval(after, n).as_secs()).collect();
+        assert_eq!(intervals, vec![5, 5, 10, 20, 40, 60, 60]);
+        assert_eq!(resend_interval(after, u32::MAX), MAX_RESEND_INTERVAL);
+        assert_eq!(resend_interval(Duration::ZERO, 9), Duration::ZERO);
     }
 
     #[test]
