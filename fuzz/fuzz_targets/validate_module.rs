@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = wasmgrid_master::validate::validate(data);
+    let _ = wasmgrid_master::validate::validate(data, u32::MAX);
 });

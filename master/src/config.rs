@@ -65,6 +65,10 @@ pub struct MasterOptions {
     /// Largest module accepted by upload.
     #[arg(long, value_name = "SIZE")]
     pub max_module_size: Option<Size>,
+    /// Most functions a module may define, all its core modules together: compiling one
+    /// costs an executor memory for each (about 10KB), whatever the module's size.
+    #[arg(long, value_name = "N")]
+    pub max_module_functions: Option<u32>,
     /// Largest task input accepted by submit.
     #[arg(long, value_name = "SIZE")]
     pub max_input_size: Option<Size>,
@@ -180,6 +184,7 @@ pub struct MasterConfig {
     pub log_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub max_module_size: u64,
+    pub max_module_functions: u32,
     pub max_input_size: u64,
     pub max_message_size: usize,
     pub max_batch_size: usize,
@@ -241,6 +246,7 @@ impl MasterOptions {
         let zero = [
             ("max-batch-size", self.max_batch_size == Some(0)),
             ("max-module-size", max_module_size == 0),
+            ("max-module-functions", self.max_module_functions == Some(0)),
             ("max-pending-tasks", self.max_pending_tasks == Some(0)),
             ("default-max-attempts", self.default_max_attempts == Some(0)),
             ("snapshot-every", self.snapshot_every == Some(0)),
@@ -276,6 +282,7 @@ impl MasterOptions {
             log_file: self.log_file,
             log_format: self.log_format.unwrap_or_default(),
             max_module_size,
+            max_module_functions: self.max_module_functions.unwrap_or(200_000),
             max_input_size,
             max_message_size: usize::try_from(max_message_size).unwrap_or(usize::MAX),
             max_batch_size: self.max_batch_size.unwrap_or(10_000) as usize,
@@ -319,6 +326,7 @@ mod tests {
             log_file: Some("f".into()),
             log_format: Some(LogFormat::Text),
             max_module_size: Some(Size(1)),
+            max_module_functions: Some(1),
             max_input_size: Some(Size(1)),
             max_message_size: Some(Size(1)),
             max_batch_size: Some(1),
@@ -349,6 +357,7 @@ mod tests {
             (MasterOptions { max_batch_size: Some(0), ..Default::default() }, "max-batch-size"),
             (MasterOptions { default_memory: Some(Size(0)), ..Default::default() }, "default-memory"),
             (MasterOptions { max_module_size: Some(Size(0)), ..Default::default() }, "max-module-size"),
+            (MasterOptions { max_module_functions: Some(0), ..Default::default() }, "max-module-functions"),
             (MasterOptions { max_pending_tasks: Some(0), ..Default::default() }, "max-pending-tasks"),
             (MasterOptions { default_max_attempts: Some(0), ..Default::default() }, "default-max-attempts"),
             (MasterOptions { snapshot_every: Some(0), ..Default::default() }, "snapshot-every"),

@@ -29,8 +29,9 @@ fn invalid(msg: impl Into<String>) -> InvalidModule {
     InvalidModule(msg.into())
 }
 
-/// Checks `bytes` and says what kind of program it is.
-pub fn validate(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
+/// Checks `bytes` and says what kind of program it is; it may define at most `max_functions`
+/// functions.
+pub fn validate(bytes: &[u8], max_functions: u32) -> Result<ModuleKind, InvalidModule> {
     if bytes.is_empty() {
         return Err(invalid("the file is empty"));
     }
@@ -38,6 +39,13 @@ pub fn validate(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
         return Err(invalid(
             "not a WebAssembly binary (no \\0asm header); upload a .wasm component or WASI command module",
         ));
+    }
+    // Before validating them all: validation takes time for each function too.
+    let functions = defined_functions(bytes);
+    if functions > u64::from(max_functions) {
+        return Err(invalid(format!(
+            "the module defines {functions} functions, more than max-module-functions = {max_functions} (compiling one costs each executor memory per function)"
+        )));
     }
     let mut validator = Validator::new_with_features(WasmFeatures::default());
     validator
@@ -48,6 +56,20 @@ pub fn validate(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
     } else {
         validate_core(bytes)
     }
+}
+
+/// The functions `bytes` defines, in every core module it holds; what cannot be read is left
+/// to the validator to refuse.
+fn defined_functions(bytes: &[u8]) -> u64 {
+    let mut count = 0u64;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::FunctionSection(reader)) => count += u64::from(reader.count()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    count
 }
 
 fn validate_core(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
@@ -263,14 +285,28 @@ mod tests {
 
     use super::*;
 
+    fn validate_all_sizes(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
+        validate(bytes, u32::MAX)
+    }
+
     fn refused(bytes: &[u8]) -> String {
-        validate(bytes).unwrap_err().0
+        validate_all_sizes(bytes).unwrap_err().0
+    }
+
+    #[test]
+    fn counts_the_functions_of_every_core_module() {
+        assert_eq!(defined_functions(&guests::many_functions(40)), 41, "and _start");
+        // The task component holds its core module's functions, and the adapter's, if any.
+        assert!(defined_functions(&guests::echo()) >= 3);
+        let many = validate(&guests::many_functions(40), 40).unwrap_err().0;
+        assert!(many.contains("defines 41 functions, more than max-module-functions = 40"), "{many}");
+        assert_eq!(validate(&guests::many_functions(40), 41), Ok(ModuleKind::Command));
     }
 
     #[test]
     fn accepts_task_components_and_wasi_commands() {
-        assert_eq!(validate(&guests::echo()), Ok(ModuleKind::Component));
-        assert_eq!(validate(&guests::wasi_cat()), Ok(ModuleKind::Command));
+        assert_eq!(validate_all_sizes(&guests::echo()), Ok(ModuleKind::Component));
+        assert_eq!(validate_all_sizes(&guests::wasi_cat()), Ok(ModuleKind::Command));
     }
 
     #[test]
@@ -309,8 +345,8 @@ mod tests {
         let table = refused(&module(&format!(r#"(table 100000000 funcref) {start}"#)));
         assert!(table.contains("at most 1048576"), "{table}");
         // What WASI programs do import is accepted, pure computations need no memory.
-        assert_eq!(validate(&guests::sleeper(1)), Ok(ModuleKind::Command));
-        assert_eq!(validate(&module(r#"(func (export "_start"))"#)), Ok(ModuleKind::Command));
+        assert_eq!(validate_all_sizes(&guests::sleeper(1)), Ok(ModuleKind::Command));
+        assert_eq!(validate_all_sizes(&module(r#"(func (export "_start"))"#)), Ok(ModuleKind::Command));
     }
 
     /// wit-parser panics on this one (a function exported under an interface's name).

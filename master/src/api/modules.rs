@@ -57,8 +57,9 @@ pub async fn upload(node: &Arc<Node>, mut stream: Streaming<pb::UploadModuleRequ
     let bytes = Arc::new(bytes);
     let replica = node.replica.clone();
     let stored = bytes.clone();
+    let max_functions = node.config.max_module_functions;
     let kind = tokio::task::spawn_blocking(move || {
-        let kind = validate(&stored).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let kind = validate(&stored, max_functions).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         replica.blobs.put(&digest, &stored).map_err(|e| ApiError::Internal(format!("cannot store module: {e}")))?;
         Ok::<_, ApiError>(kind)
     })
