@@ -148,6 +148,10 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!(missing.status.code(), Some(1));
     assert_eq!(stderr(&missing).lines().count(), 1);
     assert!(stderr(&missing).contains("not found"));
+    // With --output json, a JSON document on stdout too.
+    let missing = client(&m, &["--output", "json", "task", "get", "424242"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(json(&missing)["error"]["message"].as_str().unwrap().contains("not found"), "{}", stdout(&missing));
     let bad = client(&m, &["task", "submit", "no-such-file.wasm"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("neither"), "{}", stderr(&bad));

@@ -82,28 +82,38 @@ pub enum Command {
 
 /// Runs the command; the exit code is 0 on success, 1 when a task failed or on any error.
 pub async fn run(cli: Cli) -> i32 {
-    if let Some(a) = cli.master_addr.0.iter().find(|a| a.tls()).filter(|_| cli.tls_ca.is_none()) {
-        return report(&format!("{a} asks for TLS: give --tls-ca, the CA of the masters' certificates"));
+    let output = cli.output;
+    match execute(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            if output == Output::Json {
+                // Every command prints one JSON document, a failed one too.
+                let line = message.lines().next().unwrap_or("failed");
+                render::print_json(&serde_json::json!({ "error": { "message": line } }));
+            }
+            report(&message)
+        }
     }
-    let client = match Client::new(cli.master_addr.0.clone()) {
-        Ok(c) => c,
-        Err(e) => return report(&e.to_string()),
-    };
+}
+
+async fn execute(cli: Cli) -> Result<i32, String> {
+    if let Some(a) = cli.master_addr.0.iter().find(|a| a.tls()).filter(|_| cli.tls_ca.is_none()) {
+        return Err(format!("{a} asks for TLS: give --tls-ca, the CA of the masters' certificates"));
+    }
+    let client = Client::new(cli.master_addr.0.clone()).map_err(|e| e.to_string())?;
     let files = SecurityFiles {
         auth_token_file: cli.auth_token_file.clone(),
         tls_ca: cli.tls_ca.clone(),
         ..Default::default()
     };
-    let security =
-        match Security::load(&files).and_then(|s| s.with_token_fallback(std::env::var("WASMGRID_TOKEN").ok())) {
-            Ok(s) => s,
-            Err(e) => return report(&e.to_string()),
-        };
+    let security = Security::load(&files)
+        .and_then(|s| s.with_token_fallback(std::env::var("WASMGRID_TOKEN").ok()))
+        .map_err(|e| e.to_string())?;
     let client = client.with_security(security).with_notice(Arc::new(|note: &str| eprintln!("note: {note}")));
     // How long to look for a leader before giving up (humantime, e.g. 30s).
     let client = match std::env::var("WASMGRID_CLIENT_DEADLINE").ok().map(|d| d.parse::<wasmgrid_common::Dur>()) {
         Some(Ok(d)) => client.with_deadline(d.0),
-        Some(Err(e)) => return report(&format!("WASMGRID_CLIENT_DEADLINE: {e}")),
+        Some(Err(e)) => return Err(format!("WASMGRID_CLIENT_DEADLINE: {e}")),
         None => client,
     };
     let result = match cli.command {
@@ -114,10 +124,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Executor(cmd) => executors::run(&client, cmd, cli.output).await,
         Command::Bench(args) => bench::run_bench(client, args, cli.output).await,
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => report(&format!("{e:#}")),
-    }
+    result.map_err(|e| format!("{e:#}"))
 }
 
 /// Writing to stdout failed: a closed pipe ends the program quietly (the reader has what it
