@@ -118,8 +118,14 @@ async fn a_timeout_holds_even_when_the_executor_stops_answering() {
     let mut group = Group::start(1, &[]);
     group.start_executor_with("e1", 1, &["--keepalive-ttl", "60s"]);
     let client = group.client();
-    let sleeper = upload(&client, &guests::sleeper(30_000)).await;
-    let task = pb::TaskSpec { limits: Some(pb::Limits { timeout_ms: 1000, ..Default::default() }), ..spec(&sleeper) };
+    let sleeper = upload(&client, &guests::sleeper_for_input()).await;
+    // The module loaded first: a run that waits for its module to load is flagged waiting,
+    // and its backstop then counts from a heartbeat interval (15 s here) after that.
+    let warm = client.submit(vec![spec(&sleeper)]).await.unwrap()[0];
+    client.wait_one(warm).await.unwrap();
+    let thirty_seconds = 30_000_000_000u64.to_le_bytes().to_vec();
+    let limits = Some(pb::Limits { timeout_ms: 1000, ..Default::default() });
+    let task = pb::TaskSpec { limits, input: thirty_seconds, ..spec(&sleeper) };
     let id = client.submit(vec![task]).await.unwrap()[0];
     wait_until("the task running", Duration::from_secs(10), || async {
         client.get(id).await.unwrap().state() == pb::TaskState::Running

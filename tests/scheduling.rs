@@ -187,21 +187,27 @@ async fn a_slow_compile_does_not_count_against_the_first_runs_timeout() {
         1,
         |_| {},
         |o| {
-            // Heartbeats every second: the leader's backstop is placement + 1 s + timeout + 3 s.
-            o.keepalive_ttl = Some(wasmgrid_common::Dur::secs(4));
+            // Heartbeats every 15 s: the executor says at once that the run waits for its
+            // module, or the leader's backstop (placement + timeout + 3 s) would end it.
+            o.keepalive_ttl = Some(wasmgrid_common::Dur::secs(60));
         },
     )
     .await;
     let client = cluster.client();
-    // About 9 s to compile in a debug build, well past the backstop's 4.1 s.
+    // About 9 s to compile in a debug build, well past the backstop's 3.1 s.
     let slow = upload(&client, &guests::many_functions(15_000)).await;
     let started = std::time::Instant::now();
     let mut task = spec(&slow, "");
     task.limits = Some(pb::Limits { timeout_ms: 100, ..Default::default() });
+    // A cancel while the module compiles ends that run's wait, not the compile.
+    let cancelled = client.submit(vec![task.clone()]).await.unwrap()[0];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.cancel(cancelled).await.unwrap();
     let id = client.submit(vec![task]).await.unwrap()[0];
     let t = client.wait_one(id).await.unwrap();
     assert_eq!((t.state(), t.output.as_slice()), (pb::TaskState::Succeeded, &b"ok"[..]), "{:?}", t.error);
     println!("compiled and ran in {:?}", started.elapsed());
+    assert_eq!(cluster.executors[0].agent.modules.compiled_count(), 1, "the second run used the first one's compile");
     cluster.stop().await;
 }
 

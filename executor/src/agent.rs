@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use wasmgrid_common::Addr;
@@ -59,6 +59,8 @@ pub struct Agent {
     pub(crate) outbound: Mutex<Option<mpsc::Sender<pb::ExecutorMessage>>>,
     /// When a message last came from the leader.
     pub(crate) last_contact: Mutex<Instant>,
+    /// Sends a heartbeat now rather than at the next tick (a run began to wait).
+    heartbeat_now: Notify,
     pub(crate) draining: AtomicBool,
     /// Fires when the executor has drained and the leader has forgotten it.
     pub left: CancellationToken,
@@ -99,6 +101,7 @@ impl Agent {
             status: Status::default(),
             outbound: Mutex::new(None),
             last_contact: Mutex::new(Instant::now()),
+            heartbeat_now: Notify::new(),
             draining: AtomicBool::new(false),
             left: CancellationToken::new(),
             drain_requested: CancellationToken::new(),
@@ -225,6 +228,9 @@ impl Agent {
                     }
                     send_results(&out, self.runs.results(Some(&keys))).await?;
                 }
+                _ = self.heartbeat_now.notified() => {
+                    send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
+                }
                 _ = heartbeat.tick() => {
                     send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
                     let overdue = self.runs.overdue(RESEND_AFTER);
@@ -330,12 +336,32 @@ impl Agent {
     /// backstop (heartbeats flag the run as waiting), whichever way the task came (a trial
     /// loads its module first too), and a cancel or a drain ends the wait.
     async fn execute(self: &Arc<Self>, a: pb::Assignment, cancel: CancellationToken) -> Outcome {
-        let program = tokio::select! {
-            loaded = self.modules.get(&a.module, program_kind(&a), &self.masters) => match loaded {
-                Ok(program) => program,
-                Err(e) => return module_failure(e),
-            },
-            _ = cancel.cancelled() => return failure(pb::FailureKind::Cancelled, "cancelled before it started".into()),
+        let kind = program_kind(&a);
+        let loaded = match self.modules.ready(&a.module, kind) {
+            Some(loaded) => loaded,
+            None => {
+                // The leader hears at once that this run waits (for its module), or it
+                // would count the wait against the run's timeout until the next heartbeat.
+                self.heartbeat_now.notify_one();
+                // The load goes on by itself if this run is cancelled: the next run of the
+                // module, or one already waiting for it, takes the program it makes instead
+                // of compiling it again.
+                let agent = self.clone();
+                let module = a.module.clone();
+                let load = tokio::spawn(async move { agent.modules.get(&module, kind, &agent.masters).await });
+                tokio::select! {
+                    loaded = load => loaded.unwrap_or_else(|e| {
+                        Err(ModuleError::Fetch(a.module.clone(), format!("loading it failed: {e}")))
+                    }),
+                    _ = cancel.cancelled() => {
+                        return failure(pb::FailureKind::Cancelled, "cancelled before it started".into())
+                    }
+                }
+            }
+        };
+        let program = match loaded {
+            Ok(program) => program,
+            Err(e) => return module_failure(e),
         };
         let permit = tokio::select! {
             permit = self.permits.clone().acquire_owned() => permit.ok(),

@@ -32,7 +32,7 @@ pub enum ModuleError {
 
 /// What loading a module came to: a program, or the engine's reason for refusing it (which
 /// does not change, so it is kept like a program). A failed fetch is not kept.
-type Loaded = Result<Arc<dyn Program>, ModuleError>;
+pub type Loaded = Result<Arc<dyn Program>, ModuleError>;
 type Slot = Arc<OnceCell<Loaded>>;
 
 /// Refusals remembered, at most; past that they are all forgotten.
@@ -105,6 +105,12 @@ impl ModuleCache {
     /// The most compilations that have run at once.
     pub fn compiling_peak(&self) -> usize {
         self.compiling.peak.load(Ordering::Relaxed)
+    }
+
+    /// The program for `digest` if it is loaded (or known not to load) already.
+    pub fn ready(&self, digest: &str, kind: Kind) -> Option<Loaded> {
+        let parsed: Digest = digest.parse().ok()?;
+        self.slots().map.get(&(parsed, kind)).and_then(|slot| slot.get().cloned())
     }
 
     /// The program for `digest`, fetching and compiling it the first time. Concurrent
