@@ -327,17 +327,20 @@ async fn a_leader_cut_off_from_the_majority_lets_its_executors_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_run_outlives_a_master_restart_after_a_quiet_spell_longer_than_the_lease() {
     let mut group = Group::start(1, &[]);
-    group.start_executor("e1", 1);
+    // A lease long enough for a debug master to restart and welcome the executor back with
+    // seconds to spare on a loaded machine: the heartbeat answers keep the last contact
+    // within 1.5 s of the kill.
+    group.start_executor_with("e1", 1, &["--keepalive-ttl", "6s"]);
     let client = group.client();
-    let sleeper = upload(&client, &guests::sleeper(8_000)).await;
+    let sleeper = upload(&client, &guests::sleeper(16_000)).await;
     let id = client.submit(vec![spec(&sleeper)]).await.unwrap()[0];
     wait_until("the run starts", Duration::from_secs(20), || async {
         client.get(id).await.is_ok_and(|t| t.state() == pb::TaskState::Running)
     })
     .await;
-    // Longer than the executor's 3 s lease with nothing to assign or acknowledge: the leader
+    // Longer than the executor's 6 s lease with nothing to assign or acknowledge: the leader
     // still answers its heartbeats, so the executor knows it was in touch until the crash.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
     group.kill(0);
     // Down for longer than a tick of the executor's lease watch (a restart, an election).
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -193,8 +193,13 @@ async fn serve(
                         // An empty acknowledgement answers it: the executor times its lease
                         // from the last word of the leader, and a leader with nothing to
                         // assign or acknowledge (long runs, no new work) would otherwise say
-                        // nothing at all. A full outbox is busy talking already.
-                        let _ = tx.try_send(Ok(message(pb::master_message::Kind::Ack(pb::ResultsAck::default()))));
+                        // nothing at all. Not without a majority: the majority's leader may
+                        // be moving these runs, and the executor's lease should run out as
+                        // the masters' does. A full outbox is busy talking already.
+                        if node.has_quorum() {
+                            let ack = pb::master_message::Kind::Ack(pb::ResultsAck::default());
+                            let _ = tx.try_send(Ok(message(ack)));
+                        }
                     }
                     Kind::Hello(_) => {}
                 }
