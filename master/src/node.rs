@@ -24,9 +24,10 @@ use crate::trials::Trials;
 
 pub type Metrics = RaftMetrics<NodeId, Member>;
 
-/// How long a leader may go without a majority's acknowledgement before the streams it holds
-/// open (executor sessions, waits) are closed as cut off: twice what an AppendEntries of
-/// usual size may take, since acknowledgements pause while a large entry crosses.
+/// How long past its 8 heartbeats of grace a leader may go without a majority's
+/// acknowledgement before the streams it holds open (executor sessions, waits) are closed as
+/// cut off: twice what an AppendEntries of usual size may take, since acknowledgements pause
+/// while a large entry crosses.
 pub const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Node {
@@ -145,15 +146,18 @@ impl Node {
         self.metrics.borrow().millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) <= window)
     }
 
-    /// Whether this master leads but no majority has acknowledged it for longer than
-    /// [`CUT_OFF_AFTER`]: openraft 0.9 keeps such a leader leading.
+    /// Whether this master leads but no majority has acknowledged it for [`CUT_OFF_AFTER`]
+    /// past the 8 heartbeats it counts as acknowledged: openraft 0.9 keeps such a leader
+    /// leading.
     pub fn cut_off(&self) -> bool {
         if !self.is_leader() {
             return false;
         }
+        // On top of the window in which a leader counts as acknowledged at all.
+        let after = self.quorum_window() + CUT_OFF_AFTER;
         match self.metrics.borrow().millis_since_quorum_ack {
-            Some(ms) => u128::from(ms) > CUT_OFF_AFTER.as_millis(),
-            None => self.leader_since().is_some_and(|t| t.elapsed() > CUT_OFF_AFTER),
+            Some(ms) => u128::from(ms) > after.as_millis(),
+            None => self.leader_since().is_some_and(|t| t.elapsed() > after),
         }
     }
 
