@@ -54,6 +54,13 @@ impl WasiView for Host {
     }
 }
 
+#[derive(Clone, Copy)]
+struct Grow {
+    from: u64,
+    to: u64,
+    maximum: Option<u64>,
+}
+
 /// What a table element is counted as against the memory cap.
 const TABLE_ELEMENT_BYTES: u64 = 8;
 
@@ -62,8 +69,10 @@ const TABLE_ELEMENT_BYTES: u64 = 8;
 pub struct MemoryCap {
     cap: u64,
     used: u64,
-    /// The sizes of the growth last allowed, to take it back should wasmtime then fail it.
-    last_grow: Option<(u64, u64)>,
+    /// The growth last allowed (bytes or elements before and after, and the declared
+    /// maximum), to take it back should wasmtime then fail it.
+    last_grow: Option<Grow>,
+    last_table_grow: Option<Grow>,
     max_table_elements: usize,
     pub refused: Option<String>,
 }
@@ -71,12 +80,18 @@ pub struct MemoryCap {
 impl MemoryCap {
     pub fn new(cap: u64) -> Self {
         let max_table_elements = usize::try_from(wasmgrid_common::guest::MAX_TABLE_ELEMENTS).unwrap_or(usize::MAX);
-        Self { cap, used: 0, last_grow: None, max_table_elements, refused: None }
+        Self { cap, used: 0, last_grow: None, last_table_grow: None, max_table_elements, refused: None }
     }
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.last_grow = None;
+        if maximum.is_some_and(|m| desired > m) {
+            // Past the memory's own maximum: wasmtime refuses it anyway, and it is the
+            // guest's business (its `memory.grow` returns -1), not the cap's.
+            return Ok(false);
+        }
         let next = self.used.saturating_sub(current as u64).saturating_add(desired as u64);
         if next > self.cap {
             self.refused = Some(format!(
@@ -87,24 +102,39 @@ impl ResourceLimiter for MemoryCap {
             return Ok(false);
         }
         self.used = next;
-        self.last_grow = Some((current as u64, desired as u64));
+        self.last_grow = Some(Grow { from: current as u64, to: desired as u64, maximum: maximum.map(|m| m as u64) });
         Ok(true)
     }
 
-    /// A growth within the cap that wasmtime could not make: past the instance pool's 4GiB
-    /// a memory (a 64-bit memory under a cap above that). It does not count, and it explains
-    /// the run's failure as the memory limit it is.
+    /// A growth within the cap that wasmtime could not make. It does not count. Past the
+    /// instance pool's 4GiB a memory (a 64-bit memory under a cap above that), it explains
+    /// the run's failure as the memory limit it is; past the memory's own declared maximum,
+    /// it is the guest's business, like any failed `memory.grow`.
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        if let Some((current, desired)) = self.last_grow.take() {
-            self.used = self.used.saturating_sub(desired).saturating_add(current);
+        if let Some(grow) = self.last_grow.take() {
+            self.used = self.used.saturating_sub(grow.to).saturating_add(grow.from);
+            if grow.maximum.is_none_or(|m| grow.to <= m) {
+                self.refused = Some(format!("the task's memory could not grow: {error}"));
+            }
         }
-        self.refused = Some(format!("the task's memory could not grow: {error}"));
+        Ok(())
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        if let Some(grow) = self.last_table_grow.take() {
+            let bytes = |elements: u64| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+            self.used = self.used.saturating_sub(bytes(grow.to)).saturating_add(bytes(grow.from));
+        }
         Ok(())
     }
 
     /// Tables count against the same cap, at a pointer an element: a guest's eight tables of
     /// a million elements each would otherwise hold 64MiB beside its `--memory`.
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.last_table_grow = None;
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
         if desired > self.max_table_elements {
             self.refused = Some(format!(
                 "table limit of {} elements reached: the task tried to grow a table to {desired}",
@@ -122,6 +152,8 @@ impl ResourceLimiter for MemoryCap {
             return Ok(false);
         }
         self.used = next;
+        self.last_table_grow =
+            Some(Grow { from: current as u64, to: desired as u64, maximum: maximum.map(|m| m as u64) });
         Ok(true)
     }
 }
@@ -156,5 +188,23 @@ mod tests {
         cap.memory_grow_failed(wasmtime::Error::msg("past the pool's maximum")).unwrap();
         assert!(cap.refused.as_deref().is_some_and(|r| r.contains("past the pool's maximum")));
         assert!(cap.memory_growing(0, 100, None).unwrap(), "the failed growth was taken back");
+
+        // Past the memory's own maximum: not counted, and the guest's business.
+        let mut cap = MemoryCap::new(100);
+        assert!(!cap.memory_growing(0, 60, Some(50)).unwrap());
+        cap.memory_grow_failed(wasmtime::Error::msg("maximum size exceeded")).unwrap();
+        assert!(cap.refused.is_none());
+        // A failure with no growth before it takes nothing back.
+        cap.memory_grow_failed(wasmtime::Error::msg("again")).unwrap();
+        assert!(cap.memory_growing(0, 100, None).unwrap());
+    }
+
+    #[test]
+    fn a_table_growth_wasmtime_fails_does_not_count() {
+        let mut cap = MemoryCap::new(100);
+        assert!(!cap.table_growing(0, 10, Some(5)).unwrap(), "past its own maximum");
+        assert!(cap.table_growing(0, 10, None).unwrap());
+        cap.table_grow_failed(wasmtime::Error::msg("the pool has no room")).unwrap();
+        assert!(cap.memory_growing(0, 100, None).unwrap(), "the failed table growth was taken back");
     }
 }
