@@ -20,6 +20,7 @@ mod render;
 mod tasks;
 mod values;
 
+use std::io::Write;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -86,12 +87,15 @@ pub async fn run(cli: Cli) -> i32 {
     match execute(cli).await {
         Ok(code) => code,
         Err(message) => {
+            let code = report(&message);
             if output == Output::Json {
-                // Every command prints one JSON document, a failed one too.
+                // Every command prints one JSON document, a failed one too (a closed pipe
+                // does not turn the failure into success).
                 let line = message.lines().next().unwrap_or("failed");
-                render::print_json(&serde_json::json!({ "error": { "message": line } }));
+                let document = serde_json::json!({ "error": { "message": line } });
+                let _ = writeln!(std::io::stdout(), "{document:#}");
             }
-            report(&message)
+            code
         }
     }
 }
