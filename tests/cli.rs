@@ -259,7 +259,7 @@ fn a_module_that_panics_the_decoder_is_refused_and_logged_as_one_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot read the component's interface"), "{}", stderr(&out));
     let log = std::fs::read_to_string(dir.path().join("master.log")).unwrap();
-    assert!(log.contains("panic caught"), "{log}");
+    assert!(log.contains("panic: internal error"), "{log}");
     assert!(!log.contains("panicked at"), "{log}");
     let status = client(&m, &["cluster", "status"]);
     assert!(status.status.success(), "the master still serves: {}", stderr(&status));

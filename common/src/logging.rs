@@ -70,14 +70,14 @@ pub fn init(level: &str, file: Option<&Path>, format: LogFormat) -> Result<(), L
 
 /// Panics go to the log as one error line, in the log's format and file, not as a raw dump on
 /// stderr: the servers catch them (a request, a run, a parser that chokes on a hostile
-/// module) and keep serving, so they are events to log, not crashes.
+/// module) and keep serving, so they are events to log, not crashes. The main thread's, which
+/// nothing catches, and any the log's filter would drop, still go to stderr as they are.
 fn log_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
-        if thread == "main" {
-            // Nothing catches these: the process ends, and says why where the user looks.
+        if thread == "main" || !tracing::enabled!(target: "panic", tracing::Level::ERROR) {
             default(info);
             return;
         }
@@ -88,7 +88,14 @@ fn log_panics() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        tracing::error!(thread, location, "panic caught: {message}");
+        // RUST_BACKTRACE=1 asks for one, as it would for the default hook.
+        let backtrace = std::backtrace::Backtrace::capture();
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                tracing::error!(target: "panic", thread, location, %backtrace, "panic: {message}")
+            }
+            _ => tracing::error!(target: "panic", thread, location, "panic: {message}"),
+        }
     }));
 }
 
