@@ -183,14 +183,16 @@ impl Runs {
         self.lock().outbox.len()
     }
 
-    /// Results waiting for an acknowledgement: all of them, or those of `keys`.
+    /// Results waiting for an acknowledgement: all of them (a new session), or those of
+    /// `keys` (just finished). Either is a first send to this session: resends back off
+    /// from here.
     pub fn results(&self, keys: Option<&[RunKey]>) -> Vec<pb::TaskResult> {
         let mut runs = self.lock();
         let keys: Vec<RunKey> = match keys {
             None => runs.outbox.keys().copied().collect(),
             Some(keys) => keys.to_vec(),
         };
-        Self::take_for_sending(&mut runs, &keys)
+        Self::take_for_sending(&mut runs, &keys, true)
     }
 
     /// Results sent longer than `after` ago and still not acknowledged (the leader lost
@@ -205,17 +207,18 @@ impl Runs {
             .filter(|(_, sent)| now.duration_since(sent.at) >= resend_interval(after, sent.times))
             .map(|(k, _)| *k)
             .collect();
-        Self::take_for_sending(&mut runs, &keys)
+        Self::take_for_sending(&mut runs, &keys, false)
     }
 
-    /// Copies of the results of `keys` still in the outbox, marked as sent now.
-    fn take_for_sending(runs: &mut Inner, keys: &[RunKey]) -> Vec<pb::TaskResult> {
+    /// Copies of the results of `keys` still in the outbox, marked as sent now (`first`: the
+    /// first time to this session).
+    fn take_for_sending(runs: &mut Inner, keys: &[RunKey], first: bool) -> Vec<pb::TaskResult> {
         let now = Instant::now();
         keys.iter()
             .filter_map(|k| {
                 let sent = runs.outbox.get_mut(k)?;
                 sent.at = now;
-                sent.times = sent.times.saturating_add(1);
+                sent.times = if first { 1 } else { sent.times.saturating_add(1) };
                 Some(sent.result.clone())
             })
             .collect()
