@@ -21,10 +21,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Largest wasm call stack of a guest; deeper recursion traps with a stack overflow.
 const MAX_WASM_STACK: usize = 1024 * 1024;
 
-/// Most core instances, memories and tables one component may instantiate.
-const MAX_CORE_INSTANCES: u32 = 16;
-const MAX_MEMORIES: u32 = 4;
-const MAX_TABLES: u32 = 8;
+/// Most core instances, memories and tables one component may instantiate (a composed
+/// component can have a few dozen core instances).
+const MAX_CORE_INSTANCES: u32 = 32;
+const MAX_MEMORIES: u32 = 8;
+const MAX_TABLES: u32 = 16;
+/// Memories the pool holds per run: each takes 4GiB of address space, so not
+/// `MAX_MEMORIES` (with 4,096 slots that would pass the 128TiB a process has).
+const MEMORIES_PER_RUN: u32 = 4;
 
 /// How a running guest is made to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,13 +55,13 @@ pub fn build(slots: u32, metering: Metering) -> wasmtime::Result<Engine> {
     let runs = slots.max(1) + 4;
     let mut pool = PoolingAllocationConfig::default();
     // A C task linked through the preview1 adapter instantiates several core instances,
-    // memories and tables per run; leave room for that. One component may take no more than
-    // a run's share, so `slots` runs of the largest component allowed fit at once (with
-    // more per component, a few tenants' heavy components at once could leave none for the
-    // others' runs; the pool's address space, 4GiB a memory, rules out giving each run more).
+    // memories and tables per run; leave room for that. Core instances and tables are cheap
+    // to hold: `slots` runs of the largest component allowed fit at once. Memories are not
+    // (see `MEMORIES_PER_RUN`): runs of components with more than 4 memories each can use up
+    // the pool, and a run that finds none free fails as `executor_lost`, to run again.
     pool.total_component_instances(runs * 2)
         .total_core_instances(runs * MAX_CORE_INSTANCES)
-        .total_memories(runs * MAX_MEMORIES)
+        .total_memories(runs * MEMORIES_PER_RUN)
         .total_tables(runs * MAX_TABLES)
         .total_stacks(runs * 2)
         .max_core_instances_per_component(MAX_CORE_INSTANCES)
