@@ -78,7 +78,7 @@ fn validate_core(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
     // index, imports first, as the function index space counts them.
     let mut types: Vec<Option<FuncType>> = Vec::new();
     let mut functions: Vec<u32> = Vec::new();
-    let (mut start, mut exports_memory, mut imports) = (None, false, 0usize);
+    let (mut start, mut exports_memory, mut needs_memory) = (None, false, false);
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(read)? {
             Payload::TypeSection(reader) => {
@@ -94,7 +94,8 @@ fn validate_core(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports() {
                     let import = import.map_err(read)?;
-                    imports += 1;
+                    // wasmgrid's own proc_exit takes no memory; every other WASI call does.
+                    needs_memory |= import.name != "proc_exit";
                     let TypeRef::Func(ty) = import.ty else {
                         return Err(invalid(format!(
                             "the module imports `{}::{}`, which is not a function; command modules may import WASI preview1 functions only",
@@ -142,7 +143,7 @@ fn validate_core(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
     if !start_type.is_some_and(|f| f.params().is_empty() && f.results().is_empty()) {
         return Err(invalid("`_start` must take no parameters and return nothing (the WASI command entry point)"));
     }
-    if imports > 0 && !exports_memory {
+    if needs_memory && !exports_memory {
         return Err(invalid(
             "the module imports WASI functions but exports no memory named `memory`, which WASI reads and writes through",
         ));
@@ -335,9 +336,12 @@ mod tests {
             refused(&module(&format!(r#"(import "wasi_snapshot_preview1" "proc_exit" (func (param i64))) {start}"#)));
         assert!(signature.contains("wrong signature; WASI's is (i32) -> ()"), "{signature}");
         let memory = refused(&module(
-            r#"(import "wasi_snapshot_preview1" "proc_exit" (func (param i32))) (func (export "_start"))"#,
+            r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (func (export "_start"))"#,
         ));
         assert!(memory.contains("exports no memory"), "{memory}");
+        let exits =
+            module(r#"(import "wasi_snapshot_preview1" "proc_exit" (func (param i32))) (func (export "_start"))"#);
+        assert_eq!(validate_all_sizes(&exits), Ok(ModuleKind::Command), "proc_exit alone needs no memory");
         let global = refused(&module(&format!(r#"(import "wasi_snapshot_preview1" "g" (global i32)) {start}"#)));
         assert!(global.contains("not a function"), "{global}");
         let entry = refused(&module(r#"(func (export "_start") (param i32))"#));
