@@ -1,6 +1,22 @@
 //! What a guest may use, shared by the master (which checks modules at upload) and the
-//! executor (which links and runs them): the WASI preview1 functions, with their core
-//! signatures, and the largest table.
+//! executor (which links and runs them): the WebAssembly features, the WASI preview1
+//! functions with their core signatures, and how many memories and tables, how large.
+
+use wasmparser::WasmFeatures;
+
+/// The WebAssembly features the executors' wasmtime accepts, as wasmtime 48 derives them
+/// (`Config::features`): WebAssembly 3.0, less what needs the `gc` and `threads` features
+/// its build leaves out (garbage-collected types such as `externref` tables, exceptions,
+/// shared memories), plus components. An executor test compiles a probe of each against it.
+pub fn features() -> WasmFeatures {
+    (WasmFeatures::WASM3 | WasmFeatures::COMPONENT_MODEL)
+        & !(WasmFeatures::GC_TYPES | WasmFeatures::EXCEPTIONS | WasmFeatures::THREADS)
+}
+
+/// Most memories and tables a core module (or a component, all its modules together) may
+/// define: the executor's instance pool is sized for them.
+pub const MAX_MEMORIES: u32 = 8;
+pub const MAX_TABLES: u32 = 16;
 
 /// The module WASI preview1 functions are imported from.
 pub const PREVIEW1_MODULE: &str = "wasi_snapshot_preview1";

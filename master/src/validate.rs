@@ -7,10 +7,8 @@
 //! module exporting `_start`. Components may import WASI interfaces only; core modules may
 //! import `wasi_snapshot_preview1` only.
 
-use wasmgrid_common::guest::{preview1_signature, MAX_TABLE_ELEMENTS, PREVIEW1_MODULE};
-use wasmparser::{
-    CompositeInnerType, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures,
-};
+use wasmgrid_common::guest::{preview1_signature, MAX_MEMORIES, MAX_TABLES, MAX_TABLE_ELEMENTS, PREVIEW1_MODULE};
+use wasmparser::{CompositeInnerType, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType, Validator};
 use wit_parser::decoding::{decode, DecodedWasm};
 use wit_parser::{Resolve, Type, TypeDefKind, WorldItem, WorldKey};
 
@@ -41,13 +39,21 @@ pub fn validate(bytes: &[u8], max_functions: u32) -> Result<ModuleKind, InvalidM
         ));
     }
     // Before validating them all: validation takes time for each function too.
-    let functions = defined_functions(bytes);
-    if functions > u64::from(max_functions) {
+    let defined = defined(bytes);
+    if defined.functions > u64::from(max_functions) {
         return Err(invalid(format!(
-            "the module defines {functions} functions, more than max-module-functions = {max_functions} (compiling one costs each executor memory per function)"
+            "the module defines {} functions, more than max-module-functions = {max_functions} (compiling one costs each executor memory per function)",
+            defined.functions
         )));
     }
-    let mut validator = Validator::new_with_features(WasmFeatures::default());
+    if defined.memories > u64::from(MAX_MEMORIES) || defined.tables > u64::from(MAX_TABLES) {
+        return Err(invalid(format!(
+            "the module defines {} memories and {} tables; executors run at most {MAX_MEMORIES} and {MAX_TABLES}",
+            defined.memories, defined.tables
+        )));
+    }
+    // The executors' features, not wasmparser's: anything else could never run there.
+    let mut validator = Validator::new_with_features(wasmgrid_common::guest::features());
     validator
         .validate_all(bytes)
         .map_err(|e| invalid(format!("not valid WebAssembly: {}", e.message().trim_end_matches('.'))))?;
@@ -58,18 +64,27 @@ pub fn validate(bytes: &[u8], max_functions: u32) -> Result<ModuleKind, InvalidM
     }
 }
 
-/// The functions `bytes` defines, in every core module it holds; what cannot be read is left
-/// to the validator to refuse.
-fn defined_functions(bytes: &[u8]) -> u64 {
-    let mut count = 0u64;
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Defined {
+    functions: u64,
+    memories: u64,
+    tables: u64,
+}
+
+/// The functions, memories and tables `bytes` defines, in every core module it holds; what
+/// cannot be read is left to the validator to refuse.
+fn defined(bytes: &[u8]) -> Defined {
+    let mut d = Defined::default();
     for payload in Parser::new(0).parse_all(bytes) {
         match payload {
-            Ok(Payload::FunctionSection(reader)) => count += u64::from(reader.count()),
+            Ok(Payload::FunctionSection(reader)) => d.functions += u64::from(reader.count()),
+            Ok(Payload::MemorySection(reader)) => d.memories += u64::from(reader.count()),
+            Ok(Payload::TableSection(reader)) => d.tables += u64::from(reader.count()),
             Ok(_) => {}
             Err(_) => break,
         }
     }
-    count
+    d
 }
 
 fn validate_core(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
@@ -296,9 +311,9 @@ mod tests {
 
     #[test]
     fn counts_the_functions_of_every_core_module() {
-        assert_eq!(defined_functions(&guests::many_functions(40)), 41, "and _start");
+        assert_eq!(defined(&guests::many_functions(40)).functions, 41, "and _start");
         // The task component holds its core module's functions, and the adapter's, if any.
-        assert!(defined_functions(&guests::echo()) >= 3);
+        assert!(defined(&guests::echo()).functions >= 3);
         let many = validate(&guests::many_functions(40), 40).unwrap_err().0;
         assert!(many.contains("defines 41 functions, more than max-module-functions = 40"), "{many}");
         assert_eq!(validate(&guests::many_functions(40), 41), Ok(ModuleKind::Command));
@@ -351,6 +366,25 @@ mod tests {
         // What WASI programs do import is accepted, pure computations need no memory.
         assert_eq!(validate_all_sizes(&guests::sleeper(1)), Ok(ModuleKind::Command));
         assert_eq!(validate_all_sizes(&module(r#"(func (export "_start"))"#)), Ok(ModuleKind::Command));
+    }
+
+    /// What the executors' wasmtime would refuse is refused here: proposals its build leaves
+    /// out, more memories or tables than its pool holds.
+    #[test]
+    fn refuses_what_the_executors_engine_would() {
+        let module = |body: &str| {
+            wat::parse_str(format!(r#"(module (memory (export "memory") 1) {body} (func (export "_start")))"#)).unwrap()
+        };
+        let externref = refused(&module("(table 10 externref)"));
+        assert!(externref.contains("not valid WebAssembly"), "{externref}");
+        assert!(refused(&module("(memory 1 1 shared)")).contains("not valid WebAssembly"));
+        let many = refused(&module(&"(memory 1) ".repeat(8)));
+        assert!(many.contains("9 memories"), "{many}");
+        // WebAssembly 2.0 tables and multi-memory within the limits are fine.
+        assert_eq!(
+            validate_all_sizes(&module("(table 2 funcref) (table 10 funcref) (memory 1)")),
+            Ok(ModuleKind::Command)
+        );
     }
 
     /// wit-parser panics on this one (a function exported under an interface's name).

@@ -24,8 +24,7 @@ const MAX_WASM_STACK: usize = 1024 * 1024;
 /// Most core instances, memories and tables one component may instantiate (a composed
 /// component can have a few dozen core instances).
 const MAX_CORE_INSTANCES: u32 = 32;
-const MAX_MEMORIES: u32 = 8;
-const MAX_TABLES: u32 = 16;
+use wasmgrid_common::guest::{MAX_MEMORIES, MAX_TABLES};
 /// Memories the pool holds per run: each takes 4GiB of address space, so not
 /// `MAX_MEMORIES` (with 4,096 slots that would pass the 128TiB a process has).
 const MEMORIES_PER_RUN: u32 = 4;
@@ -67,6 +66,9 @@ pub fn build(slots: u32, metering: Metering) -> wasmtime::Result<Engine> {
         .max_core_instances_per_component(MAX_CORE_INSTANCES)
         .max_memories_per_component(MAX_MEMORIES)
         .max_tables_per_component(MAX_TABLES)
+        // A core module may have several too (WebAssembly 2.0 tables, multi-memory).
+        .max_memories_per_module(MAX_MEMORIES)
+        .max_tables_per_module(MAX_TABLES)
         .max_memory_size(1 << 32)
         .table_elements(wasmgrid_common::guest::MAX_TABLE_ELEMENTS as usize)
         // Reset small memories, tables and stacks in place instead of returning them to the

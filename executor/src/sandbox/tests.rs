@@ -204,6 +204,34 @@ async fn a_growth_past_the_pools_4gib_is_a_memory_limit() {
     assert_eq!(kind(&o), Some(FailureKind::MemoryLimit), "{:?}", o.failure);
 }
 
+/// The master refuses at upload what `wasmgrid_common::guest::features` leaves out: it must
+/// be what this engine refuses, probe by probe. Modules with several tables or memories run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_features_the_master_allows_are_the_engines() {
+    let sb = sandbox();
+    let probes = [
+        "(table 10 externref)",
+        "(memory 1 1 shared)",
+        "(tag $e) (func (throw $e))",
+        "(func (result i32) (i31.get_s (ref.i31 (i32.const 1))))",
+        "(func (param v128) (result v128) (i32x4.add (local.get 0) (local.get 0)))",
+        "(func $f (return_call $f))",
+        "(memory $big i64 1)",
+        "(table 2 funcref) (table 10 funcref) (memory 1)",
+    ];
+    for body in probes {
+        let bytes = wat::parse_str(format!(r#"(module (memory (export "memory") 1) {body} (func (export "_start")))"#))
+            .unwrap();
+        let master = wasmparser::Validator::new_with_features(wasmgrid_common::guest::features()).validate_all(&bytes);
+        let engine = sb.compile(&bytes);
+        assert_eq!(master.is_ok(), engine.is_ok(), "{body}: master {:?}, engine {:?}", master.err(), engine.err());
+        if engine.is_ok() {
+            let o = run(&sb, Kind::Command, &bytes, job(b"")).await;
+            assert_eq!(o.failure, None, "{body}");
+        }
+    }
+}
+
 /// Any `proc_exit` status is an exit code: wasmtime-wasi refuses 126 and above (shells keep
 /// them for signals), but `exit(255)` and `exit(-1)` are common in C programs.
 #[tokio::test(flavor = "multi_thread")]
