@@ -82,12 +82,7 @@ fn log_panics() {
             return;
         }
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let message = panic_message(info.payload());
         // RUST_BACKTRACE=1 asks for one, as it would for the default hook.
         let backtrace = std::backtrace::Backtrace::capture();
         match backtrace.status() {
@@ -97,6 +92,16 @@ fn log_panics() {
             _ => tracing::error!(target: "panic", thread, location, "panic: {message}"),
         }
     }));
+}
+
+/// What a panic said: its payload is the `&str` or `String` given to `panic!`, or else
+/// something that cannot be shown.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// Installs `subscriber`, openraft's repeats throttled, as the global one.

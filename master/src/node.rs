@@ -30,6 +30,10 @@ pub type Metrics = RaftMetrics<NodeId, Member>;
 /// while a large entry crosses.
 pub const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
 
+/// Why a cut-off leader closes a stream (see [`Node::cut_off`]).
+pub const CUT_OFF_REASON: &str =
+    "this master leads but has lost contact with a majority of the group; finding the new leader";
+
 pub struct Node {
     pub id: NodeId,
     pub config: MasterConfig,

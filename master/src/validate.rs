@@ -207,11 +207,7 @@ fn validate_component(bytes: &[u8]) -> Result<ModuleKind, InvalidModule> {
     // on a bare function): a refusal like any other, not a crash of the upload.
     let decoded = std::panic::catch_unwind(|| decode(bytes))
         .map_err(|panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let why = wasmgrid_common::logging::panic_message(panic.as_ref());
             invalid(format!("cannot read the component's interface: the decoder failed ({why})"))
         })?
         .map_err(|e| invalid(format!("cannot read the component's interface: {e}")))?;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use wasmgrid_common::guest::{MAX_MEMORIES, MAX_TABLES};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 /// How often guests of an epoch-only engine are interrupted to yield.
@@ -21,10 +22,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Largest wasm call stack of a guest; deeper recursion traps with a stack overflow.
 const MAX_WASM_STACK: usize = 1024 * 1024;
 
-/// Most core instances, memories and tables one component may instantiate (a composed
-/// component can have a few dozen core instances).
+/// Most core instances one component may instantiate (a composed component can have a few
+/// dozen); its memories and tables are bounded by `wasmgrid_common::guest`.
 const MAX_CORE_INSTANCES: u32 = 32;
-use wasmgrid_common::guest::{MAX_MEMORIES, MAX_TABLES};
 /// Memories the pool holds per run: each takes 4GiB of address space, so not
 /// `MAX_MEMORIES` (with 4,096 slots that would pass the 128TiB a process has).
 const MEMORIES_PER_RUN: u32 = 4;

@@ -54,13 +54,6 @@ impl WasiView for Host {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Grow {
-    from: u64,
-    to: u64,
-    maximum: Option<u64>,
-}
-
 /// What a table element is counted as against the memory cap.
 const TABLE_ELEMENT_BYTES: u64 = 8;
 
@@ -69,10 +62,10 @@ const TABLE_ELEMENT_BYTES: u64 = 8;
 pub struct MemoryCap {
     cap: u64,
     used: u64,
-    /// The growth last allowed (bytes or elements before and after, and the declared
-    /// maximum), to take it back should wasmtime then fail it.
-    last_grow: Option<Grow>,
-    last_table_grow: Option<Grow>,
+    /// The bytes the memory and the table growth last allowed added to `used`, to take
+    /// them back should wasmtime then fail the growth.
+    last_grow: Option<u64>,
+    last_table_grow: Option<u64>,
     max_table_elements: usize,
     pub refused: Option<String>,
 }
@@ -102,28 +95,25 @@ impl ResourceLimiter for MemoryCap {
             return Ok(false);
         }
         self.used = next;
-        self.last_grow = Some(Grow { from: current as u64, to: desired as u64, maximum: maximum.map(|m| m as u64) });
+        self.last_grow = Some((desired as u64).saturating_sub(current as u64));
         Ok(true)
     }
 
-    /// A growth within the cap that wasmtime could not make. It does not count. Past the
-    /// instance pool's 4GiB a memory (a 64-bit memory under a cap above that), it explains
-    /// the run's failure as the memory limit it is; past the memory's own declared maximum,
-    /// it is the guest's business, like any failed `memory.grow`.
+    /// A growth within the cap (and the memory's own maximum, see `memory_growing`) that
+    /// wasmtime could not make: past the instance pool's 4GiB a memory (a 64-bit memory
+    /// under a cap above that). It does not count, and it explains the run's failure as the
+    /// memory limit it is.
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        if let Some(grow) = self.last_grow.take() {
-            self.used = self.used.saturating_sub(grow.to).saturating_add(grow.from);
-            if grow.maximum.is_none_or(|m| grow.to <= m) {
-                self.refused = Some(format!("the task's memory could not grow: {error}"));
-            }
+        if let Some(added) = self.last_grow.take() {
+            self.used = self.used.saturating_sub(added);
+            self.refused = Some(format!("the task's memory could not grow: {error}"));
         }
         Ok(())
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        if let Some(grow) = self.last_table_grow.take() {
-            let bytes = |elements: u64| elements.saturating_mul(TABLE_ELEMENT_BYTES);
-            self.used = self.used.saturating_sub(bytes(grow.to)).saturating_add(bytes(grow.from));
+        if let Some(added) = self.last_table_grow.take() {
+            self.used = self.used.saturating_sub(added);
         }
         Ok(())
     }
@@ -152,8 +142,7 @@ impl ResourceLimiter for MemoryCap {
             return Ok(false);
         }
         self.used = next;
-        self.last_table_grow =
-            Some(Grow { from: current as u64, to: desired as u64, maximum: maximum.map(|m| m as u64) });
+        self.last_table_grow = Some(added);
         Ok(true)
     }
 }

@@ -147,9 +147,7 @@ async fn serve(
                     // executors' results could never commit here. Send them to look for the
                     // leader the majority elects.
                     tracing::warn!(executor = %name, "lost contact with a majority of masters; closing executor session");
-                    let _ = tx.send(Err(Status::unavailable(
-                        "this master leads but has lost contact with a majority of the group; finding the new leader",
-                    ))).await;
+                    let _ = tx.send(Err(Status::unavailable(crate::node::CUT_OFF_REASON))).await;
                     break;
                 }
                 continue;

@@ -258,9 +258,7 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
                 }
                 _ = check.tick() => {
                     let stop = if node.cut_off() {
-                        Err(Status::unavailable(
-                            "this master leads but has lost contact with a majority of the group; finding the new leader",
-                        ))
+                        Err(Status::unavailable(crate::node::CUT_OFF_REASON))
                     } else if !node.is_leader() {
                         // Names the leader, if known, for the client to go to.
                         node.ensure_leader().map_err(Status::from)
