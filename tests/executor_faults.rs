@@ -208,6 +208,34 @@ async fn sigterm_on_the_leader_hands_over_to_a_follower() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// A leader cut off from its group cannot commit a submit it took: SIGTERM ends that wait too,
+/// rather than holding the exit for the write timeout (10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_on_a_leader_cut_off_from_its_group_does_not_wait_for_a_write() {
+    let mut group = Group::start(3, &[]);
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let client =
+        Arc::new(Client::new(vec![group.masters[leader].api_addr()]).unwrap().with_deadline(Duration::from_secs(20)));
+    let echo = upload(&client, &guests::echo()).await;
+    for i in 0..3 {
+        if i != leader {
+            group.kill(i);
+        }
+    }
+    // Within the leader's grace for silent followers, it takes the submit and cannot commit it.
+    let submit = tokio::spawn({
+        let client = client.clone();
+        async move { client.submit(vec![spec(&echo)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let master = group.masters[leader].proc.as_mut().unwrap();
+    master.signal(libc::SIGTERM);
+    let status = master.wait_exit(Duration::from_secs(6));
+    assert!(status.is_some_and(|s| s.success()), "the leader exits before its write timeout: {status:?}");
+    assert!(!submit.is_finished(), "the submit was not acknowledged: it goes on, looking for a master");
+    submit.abort();
+}
+
 /// A client waiting for a long task holds a stream open on the master: SIGTERM ends it (the
 /// client asks again elsewhere) instead of waiting for the task, hours maybe, to exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -199,10 +199,20 @@ impl Node {
         ApiError::NotLeader { leader: leader.filter(|a| !a.is_empty()) }
     }
 
-    /// Proposes one command and waits until it is applied, at most `write-timeout`.
+    /// Proposes one command and waits until it is applied, at most `write-timeout`, and no
+    /// longer than this master runs: a leader cut off from its group must not hold its exit
+    /// for a write that cannot commit.
     pub async fn propose(&self, command: Command) -> Result<Response, ApiError> {
         let timeout = self.config.write_timeout;
-        match tokio::time::timeout(timeout, self.proposer.propose(command)).await {
+        let applied = tokio::select! {
+            r = tokio::time::timeout(timeout, self.proposer.propose(command)) => r,
+            _ = self.shutdown.cancelled() => {
+                return Err(ApiError::Unavailable(
+                    "this master shut down before the command was committed (a retry of the same request is safe)".into(),
+                ))
+            }
+        };
+        match applied {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(ProposeError::NotLeader(leader))) => {
                 let leader = leader.map(|m| (crate::raft::node_id(&m.name), m));
