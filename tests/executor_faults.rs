@@ -208,6 +208,33 @@ async fn sigterm_on_the_leader_hands_over_to_a_follower() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// A leader that hands over closes its executors' sessions and takes no new ones, so they
+/// go to a follower. Here the executor reached the leader through a follower's hint, which left
+/// its round robin pointing back at the leader, and the hand-over lasts its full second since
+/// one follower is down and misses the last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executors_closed_by_a_leader_handing_over_do_not_reconnect_to_it() {
+    let mut group = Group::start(3, &[]);
+    let client = group.client();
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let follower = (leader + 1) % 3;
+    let join = [group.masters[follower].api_addr(), group.masters[leader].api_addr()];
+    group.start_executor_joined("e1", 1, &join, &["--keepalive-ttl", "3s"]);
+    wait_until("e1 connected", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().executors.iter().any(|e| e.name == "e1" && e.connected)
+    })
+    .await;
+    group.kill(3 - leader - follower);
+    upload(&client, &guests::echo()).await;
+    let master = group.masters[leader].proc.as_mut().unwrap();
+    master.signal(libc::SIGTERM);
+    let status = master.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = std::fs::read_to_string(group.path().join(format!("m{leader}.log"))).unwrap();
+    let handing_over = log.find("handing over").expect("the leader handed over");
+    assert!(!log[handing_over..].contains("executor registered"), "e1 came back to the leader: {log}");
+}
+
 /// A leader cut off from its group cannot commit a submit it took: SIGTERM ends that wait too,
 /// rather than holding the exit for the write timeout (10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

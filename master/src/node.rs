@@ -2,7 +2,7 @@
 //! services and the background loops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ pub struct Node {
     pub catch_up: CatchUp,
     /// Fires when this master stops: streams it holds open end, so the servers can stop.
     pub shutdown: CancellationToken,
+    /// Set while a leader hands over before it stops: executors it closed go elsewhere.
+    handing_over: AtomicBool,
 }
 
 impl Node {
@@ -84,7 +86,17 @@ impl Node {
             removal: Removal::default(),
             catch_up: CatchUp::default(),
             shutdown,
+            handing_over: AtomicBool::new(false),
         }
+    }
+
+    /// From now until it exits, this master takes no new executor sessions.
+    pub fn hand_over(&self) {
+        self.handing_over.store(true, Ordering::Release);
+    }
+
+    pub fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Acquire)
     }
 
     pub fn metrics(&self) -> Metrics {

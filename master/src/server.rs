@@ -76,6 +76,7 @@ impl Running {
             return;
         }
         tracing::info!("handing over: closing executor sessions and letting followers catch up");
+        self.node.hand_over();
         self.node.replica.sessions.close_all("this master is shutting down");
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         while std::time::Instant::now() < deadline {

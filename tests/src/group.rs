@@ -170,7 +170,12 @@ impl Group {
 
     /// Starts an executor process joined to every master, with `extra` flags.
     pub fn start_executor_with(&mut self, name: &str, slots: u32, extra: &[&str]) {
-        let join = self.addrs().iter().map(Addr::to_string).collect::<Vec<_>>().join(",");
+        self.start_executor_joined(name, slots, &self.addrs(), extra);
+    }
+
+    /// Starts an executor process joined to the masters at `join`, in that order.
+    pub fn start_executor_joined(&mut self, name: &str, slots: u32, join: &[Addr], extra: &[&str]) {
+        let join = join.iter().map(Addr::to_string).collect::<Vec<_>>().join(",");
         let args = vec![
             "--join".to_string(),
             join,

@@ -46,6 +46,9 @@ impl ExecutorGateway for GatewayService {
 
     async fn session(&self, req: Request<Streaming<pb::ExecutorMessage>>) -> Result<Response<MessageStream>, Status> {
         self.node.ensure_leader()?;
+        if self.node.handing_over() {
+            return Err(Status::unavailable("this master is shutting down; connect to another"));
+        }
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -138,6 +141,10 @@ async fn serve(
     loop {
         let msg = tokio::select! {
             msg = inbound.message() => msg,
+            _ = node.shutdown.cancelled() => {
+                let _ = tx.send(Err(Status::unavailable("this master is shutting down"))).await;
+                break;
+            }
             _ = check.tick() => {
                 if !node.replica.sessions.is_current(&name, session) {
                     break;
