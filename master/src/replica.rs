@@ -413,10 +413,11 @@ struct Dirty {
     since: Instant,
     live: BTreeSet<TaskId>,
     modules: Vec<ModuleMeta>,
+    /// Executors registered, changed or removed: each is written as memory has it at the
+    /// sync, or deleted if gone (one that left and came back within a sync is kept).
     executors: BTreeSet<String>,
-    executors_removed: Vec<String>,
-    requests_added: Vec<(RequestId, Vec<TaskId>, i64)>,
-    requests_expired: Vec<RequestId>,
+    /// Idempotency keys recorded (`Some`) or expired (`None`), the last word for each.
+    requests: BTreeMap<RequestId, Option<(Vec<TaskId>, i64)>>,
     meta: Vec<(&'static str, Vec<u8>)>,
 }
 
@@ -427,9 +428,7 @@ impl Dirty {
             live: BTreeSet::new(),
             modules: Vec::new(),
             executors: BTreeSet::new(),
-            executors_removed: Vec::new(),
-            requests_added: Vec::new(),
-            requests_expired: Vec::new(),
+            requests: BTreeMap::new(),
             meta: Vec::new(),
         }
     }
@@ -438,9 +437,14 @@ impl Dirty {
         self.live.extend(std::mem::take(&mut fx.changed));
         self.modules.append(&mut fx.modules);
         self.executors.extend(std::mem::take(&mut fx.executors));
-        self.executors_removed.append(&mut fx.executors_removed);
-        self.requests_added.append(&mut fx.requests_added);
-        self.requests_expired.append(&mut fx.requests_expired);
+        self.executors.extend(fx.executors_removed.drain(..));
+        // An apply expires old keys before it records new ones.
+        for key in fx.requests_expired.drain(..) {
+            self.requests.insert(key, None);
+        }
+        for (key, ids, at) in fx.requests_added.drain(..) {
+            self.requests.insert(key, Some((ids, at)));
+        }
         if !meta.is_empty() {
             self.meta = meta.to_vec();
         }
@@ -454,13 +458,15 @@ impl Dirty {
     fn take(&mut self, sm: &StateMachine) -> Sync {
         let meta = self.meta.clone();
         let d = std::mem::replace(self, Dirty { meta, ..Dirty::new() });
+        let (executors, gone): (Vec<_>, Vec<_>) = d.executors.into_iter().partition(|n| sm.executor(n).is_some());
+        let (added, expired): (Vec<_>, Vec<_>) = d.requests.into_iter().partition(|(_, r)| r.is_some());
         Sync {
             live: d.live.iter().filter_map(|id| sm.live_task(*id).cloned()).collect(),
             modules: d.modules,
-            executors: d.executors.iter().filter_map(|n| sm.executor(n).cloned()).collect(),
-            executors_removed: d.executors_removed,
-            requests_added: d.requests_added,
-            requests_expired: d.requests_expired,
+            executors: executors.iter().filter_map(|n| sm.executor(n).cloned()).collect(),
+            executors_removed: gone,
+            requests_added: added.into_iter().filter_map(|(k, r)| r.map(|(ids, at)| (k, ids, at))).collect(),
+            requests_expired: expired.into_iter().map(|(k, _)| k).collect(),
             next_task_id: sm.next_task_id(),
             member_addrs: sm.member_addrs().clone(),
             short_runs: sm.short_runs().cloned(),
@@ -567,6 +573,33 @@ mod tests {
         replica.sync().unwrap();
         drop(replica);
         assert!(self::replica(dir.path()).read().runs_short(&tests::module()));
+    }
+
+    #[test]
+    fn an_executor_that_leaves_and_comes_back_between_syncs_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let register = |incarnation| Command::Register {
+            name: "e".into(),
+            addr: "e:1".into(),
+            incarnation,
+            slots: 1,
+            memory: 1 << 30,
+            lease_ms: 1000,
+        };
+        let commands = vec![register(1), Command::Deregister { name: "e".into(), incarnation: 1 }, register(2)];
+        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
+        // A request key that expires and is used again before a sync is kept too.
+        let key = [7u8; 16];
+        let submit = |request_id| Command::Submit { request_id, tasks: vec![], max_pending: None };
+        replica.apply(vec![Some(Batch { at_ms: 2, commands: vec![submit(Some(key))] })], vec![]).unwrap();
+        let later = 3 + crate::state::REQUEST_MEMORY_MS;
+        replica.apply(vec![Some(Batch { at_ms: later, commands: vec![submit(Some(key))] })], vec![]).unwrap();
+        replica.sync().unwrap();
+        drop(replica);
+        let replica = self::replica(dir.path());
+        assert_eq!(replica.read().executor("e").map(|e| e.incarnation), Some(2));
+        assert!(replica.read().request(&key).is_some(), "the key is stored");
     }
 
     #[test]
