@@ -5,7 +5,9 @@
 //! relative to its size, so work spreads evenly. A task that fits no executor right now is
 //! skipped, not waited on, so one big task cannot block the small ones behind it; the scan
 //! stops once no executor has a free slot and room for the smallest queued task, or after a
-//! bounded number of misfits, so placement never walks the whole queue.
+//! bounded number of misfits, so placement never walks the whole queue. A task bigger than
+//! every executor is no misfit: it is parked (see `Queue::park`) until a big enough one joins,
+//! so any number of them cannot use up the scan and hold back the tasks behind them.
 //!
 //! A task of a module known to run short (`short_runs`) may also take one of an executor's
 //! `EXECUTOR_QUEUE` places beyond its slots, and waits there for a slot: its executor then
@@ -37,7 +39,11 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
         sm.executors.values().filter(|e| e.has_room(smallest, queueing)).map(|e| e.name.clone()).collect();
     // The most memory any task could ever get here (a bigger one waits for a bigger executor).
     let largest = sm.executors.values().filter(|e| e.state == ExecutorState::Alive).map(|e| e.memory).max();
+    if let Some(largest) = largest {
+        sm.queue.unpark_up_to(largest);
+    }
     let mut placed = Vec::new();
+    let mut oversize = Vec::new();
     let mut misfits = 0;
     for (_, id) in sm.queue.iter() {
         if open.is_empty() || misfits > MISFIT_SCAN_LIMIT {
@@ -54,10 +60,14 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
             .filter(|e| e.has_room(need, short))
             .min_by(|a, b| load_order(a, b));
         let Some(best) = best else {
+            if largest.is_none_or(|l| need > l) {
+                oversize.push(id);
+                continue;
+            }
             // A task that is not short and could run once room frees (a slot, or memory the
             // queued ones hold): nothing passes it from here on. One too big for every
             // executor waits for a bigger one without holding the queues up.
-            if queueing && !short && largest.is_some_and(|l| need <= l) {
+            if queueing && !short {
                 queueing = false;
                 open.retain(|n| sm.executors.get(n).is_some_and(|e| e.has_room(smallest, false)));
             }
@@ -75,6 +85,11 @@ pub(super) fn place_pending(sm: &mut StateMachine, now: i64, fx: &mut Effects) {
             }
         }
         placed.push((id, name, beyond_slots));
+    }
+    for id in oversize {
+        if let Some(t) = sm.live.get(&id) {
+            sm.queue.park(t);
+        }
     }
     for (id, executor, beyond_slots) in placed {
         let Some(t) = sm.live.get_mut(&id) else {

@@ -177,6 +177,20 @@ fn a_task_too_big_for_any_executor_waits_with_a_reason_without_blocking_others()
 }
 
 #[test]
+fn any_number_of_tasks_too_big_for_every_executor_hold_back_none_behind_them() {
+    let mut w = World::new();
+    w.register("e", 2, 64, 1);
+    let (big, fx) = w.submit((0..2000).map(|_| spec(1024, 0)).collect());
+    assert!(fx.dispatch.is_empty());
+    let (small, fx) = w.submit(vec![spec(16, 0)]);
+    assert_eq!(placed(&fx), vec![(small[0], "e".into())]);
+    assert_eq!(w.sm.pending_count(), 2000);
+    // A big enough executor gets them, in order.
+    let fx = w.register("big", 2, 4096, 1);
+    assert_eq!(placed(&fx), vec![(big[0], "big".into()), (big[1], "big".into())]);
+}
+
+#[test]
 fn memory_is_reserved_per_task() {
     let mut w = World::new();
     w.register("e", 8, 100, 1);
