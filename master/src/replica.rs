@@ -313,6 +313,9 @@ impl Replica {
         };
         let dispatch = self.with_inputs(missing)?;
         let counts = (dispatch.len(), stale.len());
+        // Their timeouts count from now at the earliest: the executor never had them.
+        let resent = dispatch.iter().map(|(d, _)| (name.to_string(), RunRef { task: d.task, attempt: d.attempt }));
+        self.sessions.note_queued(resent.collect(), crate::clock::now_ms());
         self.sessions.deliver(dispatch, stale, Vec::new());
         Ok(counts)
     }
@@ -600,6 +603,32 @@ mod tests {
         let replica = self::replica(dir.path());
         assert_eq!(replica.read().executor("e").map(|e| e.incarnation), Some(2));
         assert!(replica.read().request(&key).is_some(), "the key is stored");
+    }
+
+    #[test]
+    fn a_run_sent_again_on_reconnect_has_its_timeout_count_from_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let register = Command::Register {
+            name: "e".into(),
+            addr: "e:1".into(),
+            incarnation: 1,
+            slots: 1,
+            memory: 1 << 30,
+            lease_ms: 1000,
+        };
+        let mut commands = vec![register];
+        commands.extend(module_and_task());
+        replica.apply(vec![Some(Batch { at_ms: 1, commands })], vec![]).unwrap();
+        let run = RunRef { task: 1, attempt: 1 };
+        assert!(replica.read().live_task(1).is_some_and(|t| t.state == TaskState::Running));
+        // The executor connects without it (the assignment was lost): it is sent again.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        replica.sessions.open("e", 1, tx, false);
+        let before = crate::clock::now_ms();
+        assert_eq!(replica.reconcile("e", &[]).unwrap(), (1, 0));
+        assert!(rx.try_recv().is_ok(), "sent again");
+        assert!(replica.sessions.last_waiting("e", run).is_some_and(|at| at >= before));
     }
 
     #[test]
