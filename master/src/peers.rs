@@ -33,8 +33,8 @@ impl Peers {
             }
         };
         Ok(RaftPeerClient::new(channel)
-            .max_decoding_message_size(wasmgrid_proto::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(wasmgrid_proto::MAX_MESSAGE_SIZE))
+            .max_decoding_message_size(wasmgrid_proto::PEER_MESSAGE_SIZE)
+            .max_encoding_message_size(wasmgrid_proto::PEER_MESSAGE_SIZE))
     }
 
     /// Asks the master at `addr` whether it belongs to an initialized group.

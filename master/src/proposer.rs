@@ -71,24 +71,45 @@ fn report_weight(r: &Report) -> usize {
     r.output.output.len() + r.output.stderr.len() + 64
 }
 
+/// `first` and whatever else is queued, up to `MAX_COMMANDS` commands and `MAX_BYTES`. The
+/// first command that would pass the bytes is kept in `carry` for the next entry: an entry
+/// is larger than `MAX_BYTES` only when one command alone is, so it stays within what the
+/// masters send each other.
+fn next_batch(
+    first: Proposal,
+    rx: &mut mpsc::UnboundedReceiver<Proposal>,
+    carry: &mut Option<Proposal>,
+) -> Vec<Proposal> {
+    let mut bytes = weight(&first.command);
+    let mut batch = vec![first];
+    while batch.len() < MAX_COMMANDS {
+        let Ok(p) = rx.try_recv() else { break };
+        let w = weight(&p.command);
+        if bytes + w > MAX_BYTES {
+            *carry = Some(p);
+            break;
+        }
+        bytes += w;
+        batch.push(p);
+    }
+    batch
+}
+
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut carry = None;
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else { return };
-        let mut bytes = weight(&first.command);
-        let mut batch = vec![first];
-        while batch.len() < MAX_COMMANDS && bytes < MAX_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += weight(&p.command);
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let batch = next_batch(first, &mut rx, &mut carry);
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let entry = Batch { at_ms: crate::clock::now_ms(), commands };
         match raft.client_write_ff(entry).await {
@@ -126,5 +147,35 @@ fn answer(
                 let _ = reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::NewTask;
+
+    fn submit(bytes: usize) -> Proposal {
+        let task = NewTask { spec: crate::state::tests::spec(1, 0), input: vec![0; bytes] };
+        Proposal { command: Command::Submit { request_id: None, tasks: vec![task], max_pending: None }, reply: None }
+    }
+
+    #[test]
+    fn a_command_that_would_pass_the_bytes_of_an_entry_goes_in_the_next() {
+        const MIB: usize = 1 << 20;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for p in [submit(10 * MIB), submit(40 * MIB), submit(MIB)] {
+            tx.send(p).unwrap();
+        }
+        let mut carry = None;
+        let sizes = |batch: Vec<Proposal>| batch.iter().map(|p| weight(&p.command) / MIB).collect::<Vec<_>>();
+        let first = rx.try_recv().unwrap();
+        assert_eq!(sizes(next_batch(first, &mut rx, &mut carry)), vec![10]);
+        // Larger than an entry's bytes alone, it goes alone.
+        let first = carry.take().unwrap();
+        assert_eq!(sizes(next_batch(first, &mut rx, &mut carry)), vec![40]);
+        let first = carry.take().unwrap();
+        assert_eq!(sizes(next_batch(first, &mut rx, &mut carry)), vec![1]);
+        assert!(carry.is_none());
     }
 }

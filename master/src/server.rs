@@ -247,8 +247,8 @@ type Guarded<S> = InterceptedService<S, CheckToken>;
 
 fn peer_service(node: &Arc<Node>, security: &Security) -> Guarded<RaftPeerServer<PeerService>> {
     let svc = RaftPeerServer::new(PeerService::new(node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        .max_decoding_message_size(wasmgrid_proto::PEER_MESSAGE_SIZE)
+        .max_encoding_message_size(wasmgrid_proto::PEER_MESSAGE_SIZE);
     InterceptedService::new(svc, security.check_token())
 }
 

@@ -22,5 +22,9 @@ pub const LEADER_METADATA: &str = "wasmgrid-leader";
 /// well below this by configuration; modules are streamed in chunks).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
+/// Largest message between masters: a Raft entry holds one client's or executor's message
+/// of up to [`MAX_MESSAGE_SIZE`], encoded again, with the entries' own framing around it.
+pub const PEER_MESSAGE_SIZE: usize = 2 * MAX_MESSAGE_SIZE;
+
 /// Size of one chunk of a streamed module.
 pub const CHUNK_SIZE: usize = 1024 * 1024;

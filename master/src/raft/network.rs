@@ -82,8 +82,8 @@ impl PeerClient {
             return Ok(client.clone());
         }
         let client = RaftPeerClient::new(peer_channel(&self.security, &self.addr)?)
-            .max_decoding_message_size(wasmgrid_proto::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(wasmgrid_proto::MAX_MESSAGE_SIZE);
+            .max_decoding_message_size(wasmgrid_proto::PEER_MESSAGE_SIZE)
+            .max_encoding_message_size(wasmgrid_proto::PEER_MESSAGE_SIZE);
         Ok(self.client.insert(client).clone())
     }
 
