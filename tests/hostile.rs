@@ -156,3 +156,38 @@ async fn a_submit_over_the_message_limit_is_refused_naming_it() {
     echo_works(&client, &echo).await;
     cluster.stop().await;
 }
+
+/// A client that stalls mid-upload is told the master is stopping; one that stops reading a
+/// wait stream has it cut after a grace period. Neither holds the master's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_that_stall_do_not_hold_a_masters_exit() {
+    use pb::upload_module_request::Part;
+    let mut group = Group::start(1, &[]);
+    group.start_executor("e1", 2);
+    let client = group.client();
+    let echo = upload(&client, &guests::echo()).await;
+    // 64 MiB of finished results for a wait nobody reads: more than its stream buffers.
+    let spec = pb::TaskSpec { module: echo, input: vec![7; 64 * 1024], ..Default::default() };
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.extend(client.submit(vec![spec.clone(); 128]).await.unwrap());
+    }
+    client.wait(&ids, |_| {}).await.unwrap();
+    let addr = group.masters[0].api_addr();
+    let mut master = pb::master_client::MasterClient::connect(addr.url()).await.unwrap().max_decoding_message_size(MIB);
+    let unread = master.wait_tasks(pb::WaitTasksRequest { ids }).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::UploadModuleRequest { part: Some(Part::Header(pb::UploadHeader { size: MIB as u64 })) }).await.unwrap();
+    tx.send(pb::UploadModuleRequest { part: Some(Part::Chunk(vec![0; 1024])) }).await.unwrap();
+    let stalled =
+        tokio::spawn(async move { master.upload_module(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let proc = group.masters[0].proc.as_mut().unwrap();
+    proc.signal(libc::SIGTERM);
+    let status = proc.wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "the master exits: {status:?}");
+    let refused = stalled.await.unwrap().unwrap_err();
+    assert!(refused.message().contains("shutting down"), "{refused:?}");
+    drop((tx, unread));
+}

@@ -60,6 +60,9 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
+/// How long a stopping master lets open requests finish.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A running master, for callers (tests) that need its parts.
 pub struct Running {
     pub node: Arc<Node>,
@@ -90,10 +93,16 @@ impl Running {
         }
     }
 
-    /// Waits for the servers to stop (after the shutdown token fired) and stops Raft.
+    /// Waits for the servers to stop (after the shutdown token fired) and stops Raft. Requests
+    /// still open after [`STOP_GRACE`] (a client that stalls mid-upload, or stops reading a
+    /// wait) are cut: nothing a client does holds a master's exit.
     pub async fn join(self) {
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!("requests still open {}s after shutdown; closing them", STOP_GRACE.as_secs());
+                t.abort();
+            }
         }
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");

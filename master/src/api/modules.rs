@@ -30,7 +30,14 @@ pub async fn upload(node: &Arc<Node>, mut stream: Streaming<pb::UploadModuleRequ
     };
     let mut bytes = Vec::new();
     let mut hasher = Hasher::default();
-    while let Some(msg) = stream.message().await.map_err(|s| ApiError::InvalidArgument(s.message().to_string()))? {
+    loop {
+        let msg = tokio::select! {
+            msg = stream.message() => msg.map_err(|s| ApiError::InvalidArgument(s.message().to_string()))?,
+            _ = node.shutdown.cancelled() => {
+                return Err(ApiError::Unavailable("this master is shutting down; upload again".into()))
+            }
+        };
+        let Some(msg) = msg else { break };
         match msg.part {
             Some(Part::Header(h)) => {
                 if h.size > max {
