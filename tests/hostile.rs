@@ -56,6 +56,13 @@ async fn oversized_input_upload_and_output_are_refused_naming_the_limit() {
     assert!(error.message.contains("max-output-size"), "{}", error.message);
     assert!(t.output.is_empty());
 
+    // A wait names at most MAX_WAIT_IDS tasks (each costs the master memory until it ends).
+    let mut master = pb::master_client::MasterClient::connect(cluster.master.addr.url()).await.unwrap();
+    let ids = (1..=pb::MAX_WAIT_IDS as u64 + 1).collect();
+    let e = master.wait_tasks(pb::WaitTasksRequest { ids }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("at most 100000"), "{e:?}");
+
     echo_works(&client, &echo).await;
     cluster.stop().await;
 }

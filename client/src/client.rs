@@ -347,7 +347,7 @@ impl Client {
     }
 
     /// Waits until every task of `ids` has finished, calling `each` as each one does (in
-    /// the order they finish). Survives leader changes.
+    /// the order they finish, [`pb::MAX_WAIT_IDS`] at a time). Survives leader changes.
     pub async fn wait(&self, ids: &[u64], mut each: impl FnMut(pb::Task)) -> Result<(), ClientError> {
         let mut remaining: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
         // Since when streams keep breaking soon after they open (their master died or lost
@@ -357,7 +357,7 @@ impl Client {
         let mut broken_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         while !remaining.is_empty() {
-            let request = pb::WaitTasksRequest { ids: remaining.iter().copied().collect() };
+            let request = pb::WaitTasksRequest { ids: remaining.iter().copied().take(pb::MAX_WAIT_IDS).collect() };
             let mut stream = self
                 .call(|mut c| {
                     let request = request.clone();

@@ -26,5 +26,8 @@ pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 /// of up to [`MAX_MESSAGE_SIZE`], encoded again, with the entries' own framing around it.
 pub const PEER_MESSAGE_SIZE: usize = 2 * MAX_MESSAGE_SIZE;
 
+/// Task ids one `WaitTasks` call may name; a client waits for more a share at a time.
+pub const MAX_WAIT_IDS: usize = 100_000;
+
 /// Size of one chunk of a streamed module.
 pub const CHUNK_SIZE: usize = 1024 * 1024;

@@ -217,6 +217,13 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
     if ids.is_empty() {
         return Err(ApiError::InvalidArgument("no task ids to wait for".into()));
     }
+    if ids.len() > pb::MAX_WAIT_IDS {
+        return Err(ApiError::InvalidArgument(format!(
+            "{} task ids in one wait; at most {} (wait for the rest in another)",
+            ids.len(),
+            pb::MAX_WAIT_IDS
+        )));
+    }
     let mut remaining: BTreeSet<TaskId> = ids.into_iter().collect();
     let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
     let ids: Vec<TaskId> = remaining.iter().copied().collect();
