@@ -129,6 +129,10 @@ async fn serve(
         return;
     }
     tracing::info!(executor = %name, slots = hello.slots, addr = %hello.advertise_addr, "executor registered");
+    // Told to drain before it reconnected: it may not have heard (the drain is idempotent).
+    if node.replica.read().executor(&name).is_some_and(|e| e.state == crate::state::ExecutorState::Draining) {
+        let _ = tx.send(Ok(message(pb::master_message::Kind::Drain(pb::Drain {})))).await;
+    }
     let held: Vec<RunRef> = hello.running.iter().map(|r| RunRef { task: r.task_id, attempt: r.attempt }).collect();
     match node.replica.reconcile(&name, &held) {
         Ok((0, 0)) => {}

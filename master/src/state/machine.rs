@@ -390,7 +390,10 @@ impl StateMachine {
         e.slots = slots;
         e.memory = memory;
         e.lease_ms = lease_ms;
-        e.state = ExecutorState::Alive;
+        // The same process back after a break stays draining: its drain goes on.
+        if restarted || e.state != ExecutorState::Draining {
+            e.state = ExecutorState::Alive;
+        }
         fx.executors.insert(name);
     }
 

@@ -363,6 +363,20 @@ fn the_pending_queue_is_bounded() {
 }
 
 #[test]
+fn a_draining_executor_stays_draining_when_it_reconnects_and_not_when_it_restarts() {
+    let mut w = World::new();
+    w.register("a", 1, 256, 1);
+    w.apply(vec![Command::Drain("a".into())]);
+    w.register("a", 1, 256, 1);
+    assert_eq!(w.sm.executor("a").unwrap().state, ExecutorState::Draining);
+    let (_, fx) = w.submit(vec![spec(1, 0)]);
+    assert!(fx.dispatch.is_empty(), "nothing new for a draining executor");
+    let fx = w.register("a", 1, 256, 2);
+    assert_eq!(w.sm.executor("a").unwrap().state, ExecutorState::Alive);
+    assert_eq!(fx.dispatch.len(), 1, "a new process under the name is not draining");
+}
+
+#[test]
 fn a_draining_executor_gets_nothing_new_and_its_runs_move_when_it_leaves() {
     let mut w = World::new();
     w.register("a", 1, 256, 1);
