@@ -337,7 +337,11 @@ impl Client {
                 limit: u32::try_from(want).unwrap_or(u32::MAX),
             };
             let page = self.call(|mut c| async move { c.list_tasks(request).await.map(|r| r.into_inner()) }).await?;
-            after_id = page.tasks.last().map_or(after_id, |t| t.id);
+            // Older masters do not say where the next page starts: after the last task.
+            after_id = match page.next_after {
+                0 => page.tasks.last().map_or(after_id, |t| t.id),
+                next => next,
+            };
             all.extend(page.tasks);
             let full = limit.is_some_and(|l| all.len() >= l);
             if !page.more || full {

@@ -321,16 +321,17 @@ impl Replica {
     }
 
     /// Tasks with ids above `after`, optionally in one state, oldest first: at most `limit`
-    /// of them and about `byte_budget` bytes of output. Live tasks come from memory (storage
-    /// has them only as of the last sync), finished ones from memory until a sync has written
-    /// them, then from storage.
+    /// of them and about `byte_budget` bytes of output, from at most [`SCAN_ROWS`] stored
+    /// records (the applies wait meanwhile). Live tasks come from memory (storage has them
+    /// only as of the last sync), finished ones from memory until a sync has written them,
+    /// then from storage. Returns the page and, if more may follow, the `after` of the next.
     pub fn list_tasks(
         &self,
         state: Option<TaskState>,
         after: TaskId,
         limit: usize,
         byte_budget: usize,
-    ) -> Result<(Vec<pb::Task>, bool), StorageError> {
+    ) -> Result<(Vec<pb::Task>, Option<TaskId>), StorageError> {
         // No batch is applied while memory and storage are read (a task finishing meanwhile
         // could be missed by both). A sync may commit meanwhile: the unsynced records are
         // read first, since a record leaves them only once storage has it.
@@ -342,10 +343,13 @@ impl Replica {
             // One more than a page: if memory alone fills it, the page says there is more.
             self.unsynced.finished_from(after.saturating_add(1), state, limit.saturating_add(1))
         };
-        let (stored, more) =
-            if live_only { (Vec::new(), false) } else { self.db.list_tasks(state, after, limit, byte_budget)? };
-        // When storage stopped early, memory can only fill in below where it stopped.
-        let bound = if more { stored.last().map_or(TaskId::MAX, |(t, _)| t.id) } else { TaskId::MAX };
+        let (stored, stopped) = if live_only {
+            (Vec::new(), None)
+        } else {
+            self.db.list_tasks(state, after, limit, byte_budget, SCAN_ROWS)?
+        };
+        // When storage stopped early, memory can only fill in up to where it stopped.
+        let bound = stopped.unwrap_or(TaskId::MAX);
         let mut merged: BTreeMap<TaskId, pb::Task> =
             stored.into_iter().map(|(t, o)| (t.id, convert::task(t, o, String::new()))).collect();
         // Newer than storage's copy, which may be the task as live at the last sync, or the
@@ -364,20 +368,24 @@ impl Replica {
                 }
             }
         }
-        let mut more = more;
+        let mut next = stopped;
         let mut bytes = 0usize;
-        let mut page = Vec::with_capacity(merged.len().min(limit));
+        let mut page: Vec<pb::Task> = Vec::with_capacity(merged.len().min(limit));
         for t in merged.into_values() {
             if page.len() >= limit || (bytes > byte_budget && !page.is_empty()) {
-                more = true;
+                next = Some(page.last().map_or(after, |t| t.id));
                 break;
             }
             bytes += t.output.len() + t.stderr.len();
             page.push(t);
         }
-        Ok((page, more))
+        Ok((page, next))
     }
 }
+
+/// Stored task records one listing page reads at most: a filtered listing of a long history
+/// holds the applies for milliseconds, not seconds.
+pub const SCAN_ROWS: usize = 20_000;
 
 impl Drop for Replica {
     /// A sync being written finishes first: storage is not left to a thread that outlives
@@ -514,7 +522,7 @@ mod tests {
         assert_eq!(replica.db.task(1).unwrap(), None, "not stored before a sync");
         assert!(cancelled(replica.task(1).unwrap()));
         let (listed, more) = replica.list_tasks(None, 0, 10, 1 << 20).unwrap();
-        assert!(!more && listed.len() == 1 && cancelled(listed.into_iter().next()));
+        assert!(more.is_none() && listed.len() == 1 && cancelled(listed.into_iter().next()));
         let (listed, _) = replica.list_tasks(Some(TaskState::Pending), 0, 10, 1 << 20).unwrap();
         assert!(listed.is_empty());
 
@@ -743,7 +751,7 @@ mod tests {
         while !writer.is_finished() || lists == 0 {
             let done = cancelled_up_to.load(std::sync::atomic::Ordering::SeqCst);
             let (listed, more) = replica.list_tasks(Some(TaskState::Cancelled), 0, 10_000, usize::MAX).unwrap();
-            assert!(!more);
+            assert!(more.is_none());
             let ids: BTreeSet<TaskId> = listed.iter().map(|t| t.id).collect();
             let missed: Vec<TaskId> = (1..=done).filter(|id| !ids.contains(id)).collect();
             assert!(missed.is_empty(), "listing {lists} missed cancelled tasks {missed:?}");
@@ -757,6 +765,22 @@ mod tests {
     }
 
     #[test]
+    fn a_filtered_listing_reads_a_bounded_number_of_stored_tasks_a_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let n = SCAN_ROWS as u64 + 500;
+        replica.apply(vec![Some(Batch { at_ms: 1, commands: module_and_tasks(n) })], vec![]).unwrap();
+        // Only the last few are cancelled: the first page reads SCAN_ROWS pending ones.
+        let cancels = (n - 4..=n).map(Command::Cancel).collect();
+        replica.apply(vec![Some(Batch { at_ms: 2, commands: cancels })], vec![]).unwrap();
+        replica.sync().unwrap();
+        let (page, next) = replica.list_tasks(Some(TaskState::Cancelled), 0, 100, usize::MAX).unwrap();
+        assert_eq!((page.len(), next), (0, Some(SCAN_ROWS as u64)), "an empty page, and where to go on");
+        let (page, next) = replica.list_tasks(Some(TaskState::Cancelled), SCAN_ROWS as u64, 100, usize::MAX).unwrap();
+        assert_eq!((page.iter().map(|t| t.id).collect::<Vec<_>>(), next), ((n - 4..=n).collect(), None));
+    }
+
+    #[test]
     fn a_page_filled_from_memory_alone_says_there_is_more() {
         let dir = tempfile::tempdir().unwrap();
         let replica = replica(dir.path());
@@ -765,8 +789,8 @@ mod tests {
         replica.apply(vec![Some(Batch { at_ms: 2, commands: cancels })], vec![]).unwrap();
         assert_eq!(replica.db.task(1).unwrap(), None, "all five only in memory");
         let (page, more) = replica.list_tasks(Some(TaskState::Cancelled), 0, 3, usize::MAX).unwrap();
-        assert_eq!((page.iter().map(|t| t.id).collect::<Vec<_>>(), more), (vec![1, 2, 3], true));
+        assert_eq!((page.iter().map(|t| t.id).collect::<Vec<_>>(), more), (vec![1, 2, 3], Some(3)));
         let (page, more) = replica.list_tasks(Some(TaskState::Cancelled), 3, 3, usize::MAX).unwrap();
-        assert_eq!((page.iter().map(|t| t.id).collect::<Vec<_>>(), more), (vec![4, 5], false));
+        assert_eq!((page.iter().map(|t| t.id).collect::<Vec<_>>(), more), (vec![4, 5], None));
     }
 }

@@ -203,8 +203,8 @@ pub fn list(node: &Node, req: pb::ListTasksRequest) -> Result<pb::ListTasksRespo
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     };
-    let (tasks, more) = node.replica.list_tasks(state, req.after_id, limit, PAGE_BYTES)?;
-    Ok(pb::ListTasksResponse { tasks, more })
+    let (tasks, next) = node.replica.list_tasks(state, req.after_id, limit, PAGE_BYTES)?;
+    Ok(pb::ListTasksResponse { tasks, more: next.is_some(), next_after: next.unwrap_or(0) })
 }
 
 /// How often a wait checks that this master still leads.

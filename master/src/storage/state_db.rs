@@ -209,27 +209,33 @@ impl StateDb {
     }
 
     /// Tasks with ids above `after`, optionally in one state, with their outputs: at most
-    /// `limit` of them and about `byte_budget` bytes of output. Returns whether more follow.
+    /// `limit` of them, about `byte_budget` bytes of output, and what `scan_limit` rows hold.
+    /// Returns where the next page starts (after which id), if more may follow.
     pub fn list_tasks(
         &self,
         state: Option<TaskState>,
         after: TaskId,
         limit: usize,
         byte_budget: usize,
-    ) -> Result<(Vec<(TaskRecord, TaskOutput)>, bool), StorageError> {
+        scan_limit: usize,
+    ) -> Result<(Vec<Stored>, Option<TaskId>), StorageError> {
         let tx = self.db.begin_read()?;
         let tasks = tx.open_table(TASKS)?;
         let outputs = tx.open_table(OUTPUTS)?;
-        let mut found = Vec::new();
+        let mut found: Vec<Stored> = Vec::new();
         let mut bytes = 0usize;
-        for row in tasks.range(after.saturating_add(1)..)? {
-            let (_, v) = row?;
+        for (scanned, row) in tasks.range(after.saturating_add(1)..)?.enumerate() {
+            let (k, v) = row?;
+            if scanned == scan_limit {
+                return Ok((found, Some(k.value().saturating_sub(1))));
+            }
             let t: TaskRecord = decode(v.value())?;
             if state.is_some_and(|s| s != t.state) {
                 continue;
             }
             if found.len() >= limit || (bytes > byte_budget && !found.is_empty()) {
-                return Ok((found, true));
+                let last = found.last().map_or(after, |(t, _)| t.id);
+                return Ok((found, Some(last)));
             }
             let out: TaskOutput = match outputs.get(t.id)? {
                 Some(o) => decode(o.value())?,
@@ -238,9 +244,12 @@ impl StateDb {
             bytes += out.output.len() + out.stderr.len();
             found.push((t, out));
         }
-        Ok((found, false))
+        Ok((found, None))
     }
 }
+
+/// A stored task and its output.
+pub type Stored = (TaskRecord, TaskOutput);
 
 /// Everything but task records that a sync writes.
 fn write_sync(tx: &redb::WriteTransaction, sync: &Sync) -> Result<(), StorageError> {
