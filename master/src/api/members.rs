@@ -62,10 +62,7 @@ pub async fn add(node: &Arc<Node>, name: String, peer_url: String) -> Result<pb:
         .map_err(|_| ApiError::Unavailable(format!("{name} did not catch up within {}s", CATCH_UP.as_secs())))?
         .map_err(|e| ApiError::Unavailable(format!("cannot add {name}: {e}")))?;
     tracing::info!(member = %name, "promoting the learner to voter");
-    node.raft
-        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot make {name} a voter: {e}")))?;
+    change(node, ChangeMembers::AddVoterIds(BTreeSet::from([id])), &format!("make {name} a voter")).await?;
     Ok(view(node))
 }
 
@@ -94,11 +91,22 @@ pub async fn remove(node: &Arc<Node>, name: String) -> Result<pb::ListMembersRes
         )));
     }
     tracing::info!(member = %name, "removing a member");
-    node.raft
-        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot remove {name}: {e}")))?;
+    change(node, ChangeMembers::RemoveVoters(BTreeSet::from([id])), &format!("remove {name}")).await?;
     Ok(view(node))
+}
+
+/// Commits a membership change, waiting at most twice `write-timeout` (it takes two commits):
+/// a group that loses its majority meanwhile does not hold the request open.
+async fn change(node: &Node, change: ChangeMembers<NodeId, Member>, what: &str) -> Result<(), ApiError> {
+    let timeout = node.config.write_timeout * 2;
+    match tokio::time::timeout(timeout, node.raft.change_membership(change, false)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::Unavailable(format!("cannot {what}: {e}"))),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "cannot {what}: not committed within {}; a majority of the masters may be unreachable (`member list` shows whether the change took effect)",
+            humantime::format_duration(timeout)
+        ))),
+    }
 }
 
 fn voters(node: &Node) -> BTreeSet<NodeId> {
