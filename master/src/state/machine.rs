@@ -248,9 +248,13 @@ impl StateMachine {
             ids.push(id);
         }
         if let Some(r) = request_id {
+            // Never before the last: leaders' clocks differ, and a replica restored from
+            // storage sorts the log by time; out of order, it would expire keys at other
+            // entries than the rest.
+            let at = self.request_log.back().map_or(now, |&(last, _)| last.max(now));
             self.requests.insert(r, ids.clone());
-            self.request_log.push_back((now, r));
-            fx.requests_added.push((r, ids.clone(), now));
+            self.request_log.push_back((at, r));
+            fx.requests_added.push((r, ids.clone(), at));
         }
         Response::Submitted(ids)
     }

@@ -298,6 +298,26 @@ fn a_retried_submit_returns_the_same_tasks_until_the_key_expires() {
 }
 
 #[test]
+fn request_keys_are_remembered_in_log_order_when_a_leaders_clock_is_behind() {
+    let mut w = World::new();
+    let submit = |w: &mut World, key: u8| {
+        let tasks = vec![NewTask { spec: spec(1, 0), input: vec![] }];
+        w.apply(vec![Command::Submit { request_id: Some([key; 16]), tasks, max_pending: None }]).1
+    };
+    submit(&mut w, 1);
+    let first = w.now;
+    w.now = first - 20; // the next leader's clock is behind: its entry is stamped first - 10
+    let fx = submit(&mut w, 2);
+    // Stored no earlier than the key before it, a replica restored from storage (which sorts
+    // the keys by time) expires them at the same entries as this one.
+    assert_eq!(fx.requests_added[0].2, first);
+    w.now = first + REQUEST_MEMORY_MS - 20;
+    assert!(w.apply(vec![]).1.requests_expired.is_empty());
+    w.now = first + REQUEST_MEMORY_MS - 10;
+    assert_eq!(w.apply(vec![]).1.requests_expired, vec![[1u8; 16], [2u8; 16]]);
+}
+
+#[test]
 fn unknown_modules_are_refused() {
     let mut w = World::new();
     let mut s = spec(1, 0);
