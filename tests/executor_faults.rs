@@ -208,6 +208,29 @@ async fn sigterm_on_the_leader_hands_over_to_a_follower() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// A leader that freezes (a stopped process, a paused VM) says nothing and closes nothing.
+/// Its executor finds the new leader well within the lease the new leader gives it from its
+/// election, and the run on it goes on: no attempt is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_outlives_a_leader_that_freezes() {
+    let mut group = Group::start(3, &[]);
+    let leader = group.leader(Duration::from_secs(20)).await;
+    group.start_executor("e1", 1);
+    let client = Arc::new(group.client().with_deadline(Duration::from_secs(60)));
+    let sleeper = upload(&client, &guests::sleeper(8_000)).await;
+    let id = client.submit(vec![pb::TaskSpec { max_attempts: 1, ..spec(&sleeper) }]).await.unwrap()[0];
+    wait_until("the run started", Duration::from_secs(20), || async {
+        client.get(id).await.unwrap().state() == pb::TaskState::Running
+    })
+    .await;
+    let frozen = group.masters[leader].proc.as_ref().unwrap();
+    frozen.signal(libc::SIGSTOP);
+    let t = tokio::time::timeout(Duration::from_secs(60), client.wait_one(id)).await;
+    group.masters[leader].proc.as_ref().unwrap().signal(libc::SIGCONT);
+    let t = t.expect("the wait ends").unwrap();
+    assert_eq!((t.state(), t.attempts), (pb::TaskState::Succeeded, 1), "{:?}", t.error);
+}
+
 /// A leader that hands over closes its executors' sessions and takes no new ones, so they
 /// go to a follower. Here the executor reached the leader through a follower's hint, which left
 /// its round robin pointing back at the leader, and the hand-over lasts its full second since

@@ -31,6 +31,8 @@ use crate::sandbox::{Job, Kind, Outcome, Program, Sandbox};
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// How often an executor whose name another one holds asks again.
 const NAME_TAKEN_RETRY: Duration = Duration::from_secs(2);
+/// How long a master may take to accept a stream and welcome this executor.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the agent shares with the status API.
 #[derive(Default)]
@@ -169,7 +171,14 @@ impl Agent {
             trials: true,
         };
         send(&out, Out::Hello(hello)).await?;
-        let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+        // A master that froze (a stopped process, a paused VM) accepts connections and never
+        // answers: give up on it in bounded time and try the next.
+        let opened =
+            tokio::time::timeout(OPEN_TIMEOUT, client.session(ReceiverStream::new(out_rx))).await.map_err(|_| {
+                self.masters.froze(addr);
+                format!("no answer within {}s", OPEN_TIMEOUT.as_secs())
+            })?;
+        let mut inbound = match opened {
             Ok(r) => r.into_inner(),
             Err(status) if status.code() == tonic::Code::AlreadyExists => {
                 // Another executor has our name: say so plainly, and ask again now and then
@@ -186,7 +195,11 @@ impl Agent {
                 return Err(status.message().to_string());
             }
         };
-        let welcome = match inbound.message().await {
+        let first = tokio::time::timeout(OPEN_TIMEOUT, inbound.message()).await.map_err(|_| {
+            self.masters.froze(addr);
+            format!("no welcome within {}s", OPEN_TIMEOUT.as_secs())
+        })?;
+        let welcome = match first {
             Ok(Some(pb::MasterMessage { kind: Some(In::Welcome(w)) })) => w,
             Ok(_) => return Err("the master did not welcome us".into()),
             Err(status) => {
@@ -195,6 +208,7 @@ impl Agent {
             }
         };
         tracing::info!(master = %addr, leader = %welcome.leader, "connected to the leader");
+        self.masters.answered(addr);
         self.touch();
         self.status.connected.store(true, Ordering::Relaxed);
         *self.status.master.lock().unwrap_or_else(|p| p.into_inner()) = addr.to_string();
@@ -205,7 +219,12 @@ impl Agent {
         // Whatever finished while we were away goes now, once.
         while finished.try_recv().is_ok() {}
         send_results(&out, self.runs.results(None)).await?;
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(welcome.keepalive_interval_ms.max(10)));
+        let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
+        let mut heartbeat = tokio::time::interval(interval);
+        // A leader with a majority answers every heartbeat. Silent for three, it froze or lost
+        // its majority: look for the leader elsewhere, well before the lease a new leader
+        // gives this executor from its election runs out.
+        let silence = (interval * 3).max(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -232,6 +251,11 @@ impl Agent {
                     send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
                 }
                 _ = heartbeat.tick() => {
+                    let quiet = self.last_contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                    if quiet > silence {
+                        self.masters.froze(addr);
+                        return Err(format!("the leader has said nothing for {}ms; looking for it elsewhere", quiet.as_millis()));
+                    }
                     send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
                     let overdue = self.runs.overdue(RESEND_AFTER);
                     if !overdue.is_empty() {

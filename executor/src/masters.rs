@@ -1,9 +1,10 @@
 //! The masters this executor knows, and how it reaches them: the leader first when a
-//! follower has named it, otherwise each address of `--join` in turn.
+//! follower has named it, otherwise each address of `--join` in turn, passing over for a
+//! while any master that froze on us (went silent, or never answered a stream).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::Status;
 use wasmgrid_common::Addr;
@@ -17,11 +18,22 @@ pub struct Masters {
     state: Mutex<State>,
 }
 
+/// How long a master that froze on us is passed over (unless every master did).
+const PASS_OVER_FOR: Duration = Duration::from_secs(15);
+
 #[derive(Default)]
 struct State {
     hint: Option<Addr>,
     next: usize,
     channels: HashMap<String, AuthChannel>,
+    /// Masters that froze on us, and when.
+    frozen: HashMap<String, Instant>,
+}
+
+impl State {
+    fn passed_over(&self, addr: &Addr) -> bool {
+        self.frozen.get(&addr.host_port()).is_some_and(|at| at.elapsed() < PASS_OVER_FOR)
+    }
 }
 
 impl Masters {
@@ -33,15 +45,34 @@ impl Masters {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next master to try: the named leader if a follower told us, else round robin.
+    /// The next master to try: the named leader if a follower told us, else round robin;
+    /// masters that froze on us lately only when all did.
     pub fn next(&self) -> Addr {
         let mut s = self.lock();
-        if let Some(hint) = s.hint.take() {
+        if let Some(hint) = s.hint.take().filter(|h| !s.passed_over(h)) {
             return hint;
         }
-        let addr = self.addrs[s.next % self.addrs.len()].clone();
+        let mut addr = self.addrs[s.next % self.addrs.len()].clone();
+        for i in 0..self.addrs.len() {
+            let candidate = &self.addrs[s.next.wrapping_add(i) % self.addrs.len()];
+            if !s.passed_over(candidate) {
+                addr = candidate.clone();
+                s.next = s.next.wrapping_add(i);
+                break;
+            }
+        }
         s.next = s.next.wrapping_add(1);
         addr
+    }
+
+    /// `addr` accepted a stream and then went silent, or never answered one.
+    pub fn froze(&self, addr: &Addr) {
+        self.lock().frozen.insert(addr.host_port(), Instant::now());
+    }
+
+    /// `addr` welcomed us: it is not passed over any more.
+    pub fn answered(&self, addr: &Addr) {
+        self.lock().frozen.remove(&addr.host_port());
     }
 
     /// Remembers the leader named in a follower's refusal.
@@ -85,7 +116,13 @@ impl Masters {
     /// Fetches a module's bytes from whichever master has them.
     pub async fn fetch_module(&self, digest: &str) -> Result<Vec<u8>, String> {
         let mut last_error = String::from("no master to fetch from");
-        for addr in &self.addrs {
+        // Masters that froze on us last: a fetch from one would wait for the keepalive.
+        let mut addrs: Vec<&Addr> = self.addrs.iter().collect();
+        {
+            let s = self.lock();
+            addrs.sort_by_key(|a| s.passed_over(a));
+        }
+        for addr in addrs {
             match self.fetch_from(addr, digest).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => last_error = format!("{addr}: {e}"),
