@@ -231,6 +231,26 @@ async fn a_run_outlives_a_leader_that_freezes() {
     assert_eq!((t.state(), t.attempts), (pb::TaskState::Succeeded, 1), "{:?}", t.error);
 }
 
+/// A master that froze accepts connections and never answers: a client that asks it first
+/// gives up on it within a few seconds (pings) and asks the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_master_first_in_the_list_costs_a_call_seconds() {
+    let group = Group::start(3, &[]);
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let frozen = (leader + 1) % 3;
+    let mut addrs = vec![group.masters[frozen].api_addr()];
+    addrs.extend(group.addrs());
+    group.masters[frozen].proc.as_ref().unwrap().signal(libc::SIGSTOP);
+    let client = Client::new(addrs).unwrap();
+    let started = Instant::now();
+    let status = client.cluster_status().await;
+    let took = started.elapsed();
+    group.masters[frozen].proc.as_ref().unwrap().signal(libc::SIGCONT);
+    assert!(status.is_ok(), "{status:?}");
+    // About 3 s of pings; it was 8 s.
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}
+
 /// A leader that hands over closes its executors' sessions and takes no new ones, so they
 /// go to a follower. Here the executor reached the leader through a follower's hint, which left
 /// its round robin pointing back at the leader, and the hand-over lasts its full second since

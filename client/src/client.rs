@@ -106,10 +106,10 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             // Pings: a master that died or froze, or a listener that accepts connections but
-            // never answers, is given up within about 8 s and the next address tried. A live
+            // never answers, is given up within about 3 s and the next address tried. A live
             // master answers pings even while a long call (a task run) is under way.
-            .http2_keep_alive_interval(Duration::from_secs(3))
-            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true)
             .connect_lazy();
         let channel = self.security.wrap(channel);
