@@ -204,7 +204,8 @@ fn client_at(addrs: &str, args: &[&str]) -> Output {
 #[test]
 fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let m = master_with(dir.path(), &["--max-message-size", "4MiB", "--max-input-size", "2MiB"]);
+    let m =
+        master_with(dir.path(), &["--max-message-size", "4MiB", "--max-input-size", "2MiB", "--max-batch-size", "3"]);
     let _e = executor(dir.path(), &m);
     let echo = dir.path().join("echo.wasm");
     std::fs::write(&echo, guests::echo()).unwrap();
@@ -215,6 +216,10 @@ fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     let big = client(&m, &[&args[..], &["--input-size", "1048576"]].concat());
     assert!(big.status.success(), "{}", stderr(&big));
     assert_eq!((json(&big)["tasks"].as_u64(), json(&big)["failed"].as_u64()), (Some(6), Some(0)));
+    // 40 in flight would be submitted 10 at a time: this master takes 3.
+    let small = client(&m, &["--output", "json", "bench", "--module", &echo, "--tasks", "30", "--concurrency", "40"]);
+    assert!(small.status.success(), "{}", stderr(&small));
+    assert_eq!(json(&small)["tasks"].as_u64(), Some(30));
 
     // Failed tasks: the table, then one line on stderr that says so, exit 1.
     let fail = dir.path().join("fail.wasm");

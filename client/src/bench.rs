@@ -96,7 +96,12 @@ async fn run_async(
     // Batches keep the in-flight window full without one RPC per task, and stay far below
     // any master's max-message-size (4 MiB at the least) whatever the input size.
     let concurrency = concurrency.min(tasks).clamp(1, Semaphore::MAX_PERMITS);
-    let batch = (concurrency / 4).clamp(1, 1000).min((BATCH_BYTES / (spec.input.len() + 64)).max(1));
+    // Within what the masters take in one submit (masters that do not say take 1000).
+    let most = match client.cluster_status().await?.max_batch_size {
+        0 => 1000,
+        n => n as usize,
+    };
+    let batch = (concurrency / 4).clamp(1, most.min(1000)).min((BATCH_BYTES / (spec.input.len() + 64)).max(1));
     let window = Arc::new(Semaphore::new(concurrency));
     let done: Arc<Mutex<(Vec<Duration>, usize)>> = Arc::new(Mutex::new((Vec::with_capacity(capacity(tasks)), 0)));
     let mut waiters = Vec::new();

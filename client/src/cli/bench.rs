@@ -24,7 +24,8 @@ pub struct BenchArgs {
     /// Tasks in flight at once.
     #[arg(long, default_value_t = 1_000, value_parser = more_than_zero::<usize>)]
     pub concurrency: usize,
-    /// Bytes of input per task (at most 256MiB, the largest message a master takes).
+    /// Input per task, in bytes or 64KiB-style (at most 256MiB, the largest message a master
+    /// takes).
     #[arg(long, default_value_t = 16, value_parser = input_size)]
     pub input_size: usize,
     /// One task at a time, submit to result: the round trip.
@@ -42,7 +43,8 @@ pub struct BenchArgs {
 
 /// A task input size no master could take is a usage error, not an allocation of it.
 fn input_size(s: &str) -> Result<usize, String> {
-    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    let n = s.parse::<Size>().map_err(|e| format!("{e}"))?.bytes();
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
     if n > wasmgrid_proto::MAX_MESSAGE_SIZE {
         return Err(format!(
             "must be at most {} bytes (256MiB, the largest message a master takes)",
@@ -114,6 +116,8 @@ mod tests {
     #[test]
     fn an_input_size_no_master_could_take_is_refused() {
         assert_eq!(super::input_size("16"), Ok(16));
+        assert_eq!(super::input_size("8MiB"), Ok(8 << 20));
+        assert!(super::input_size("257MiB").is_err());
         assert!(super::input_size("268435457").unwrap_err().contains("at most 268435456 bytes"));
         assert!(super::input_size("-1").is_err());
     }

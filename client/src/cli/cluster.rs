@@ -28,6 +28,7 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
                 "executors": executors,
                 "pending_tasks": s.pending_tasks,
                 "running_tasks": s.running_tasks,
+                "max_batch_size": s.max_batch_size,
             }));
         }
         Output::Text => {
