@@ -8,6 +8,7 @@ pub mod addr;
 pub mod config;
 pub mod digest;
 pub mod duration;
+pub mod error_chain;
 pub mod guest;
 pub mod logging;
 pub mod size;

@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
-        eprintln!("executor: {e:#}");
+        eprintln!("executor: {}", wasmgrid_common::error_chain::describe(e.as_ref()));
         std::process::exit(1);
     }
 }

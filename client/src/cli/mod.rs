@@ -128,7 +128,7 @@ async fn execute(cli: Cli) -> Result<i32, String> {
         Command::Executor(cmd) => executors::run(&client, cmd, cli.output).await,
         Command::Bench(args) => bench::run_bench(client, args, cli.output).await,
     };
-    result.map_err(|e| format!("{e:#}"))
+    result.map_err(|e| wasmgrid_common::error_chain::describe(e.as_ref()))
 }
 
 /// Writing to stdout failed: a closed pipe ends the program quietly (the reader has what it
