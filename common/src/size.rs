@@ -78,22 +78,51 @@ impl Serialize for Size {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Self(n)),
-            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A size in a config file: `"64MiB"`, or a whole number of bytes.
+struct SizeVisitor;
+
+impl serde::de::Visitor<'_> for SizeVisitor {
+    type Value = Size;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size such as \"64MiB\", or a whole number of bytes")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Size, E> {
+        Ok(Size(n))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
+        u64::try_from(n).map(Size).map_err(|_| E::custom(format!("a size cannot be negative: {n}")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
+        s.parse().map_err(E::custom)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_sizes_from_toml_and_says_what_is_wrong() {
+        #[derive(Debug, Deserialize)]
+        struct C {
+            #[allow(dead_code)]
+            size: Size,
+        }
+        let read = |v: &str| toml::from_str::<C>(&format!("size = {v}")).map(|c| c.size).map_err(|e| e.to_string());
+        assert_eq!(read("\"64MiB\""), Ok(Size::mib(64)));
+        assert_eq!(read("1024"), Ok(Size(1024)));
+        assert!(read("-5").unwrap_err().contains("a size cannot be negative: -5"));
+        assert!(read("1.5").unwrap_err().contains("a size such as \"64MiB\""));
+        assert!(read("\"lots\"").is_err());
+    }
 
     #[test]
     fn parses_user_sizes() {
