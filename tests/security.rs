@@ -193,3 +193,33 @@ async fn a_secured_group_forms_and_fails_over() {
     let status = client.cluster_status().await.unwrap();
     assert_ne!(status.leader, group.masters[leader].name);
 }
+
+/// A certificate or key file that is not one is named at start-up, before the master sets
+/// up its data dir; swapped for each other, each is refused.
+#[test]
+fn unusable_tls_files_are_named_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let data = dir.path().join("data");
+    for (cert, key, named) in [(&garbage, &tls.key, "TLS certificate"), (&tls.cert, &tls.cert, "TLS key")] {
+        let out = std::process::Command::new(wasmgrid_testkit::process::bin("master"))
+            .args([
+                "--master-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                &s(&data),
+                "--tls-cert",
+                &s(cert),
+                "--tls-key",
+                &s(key),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(named) && stderr.contains("is not usable"), "{stderr}");
+        assert!(!data.exists(), "nothing set up");
+    }
+}

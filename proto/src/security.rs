@@ -36,6 +36,8 @@ pub enum SecurityError {
     Address(String, String),
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("{what} {path} is not usable: {problem}")]
+    Pem { what: &'static str, path: PathBuf, problem: String },
 }
 
 /// Where the secrets are, as given by flags or config files.
@@ -90,18 +92,50 @@ fn printable(token: &str) -> bool {
     token.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// The PEM certificates in `path`, checked here so that a wrong file is named at start-up
+/// rather than found by the TLS layer, which only says "transport error".
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
+    use rustls_pki_types::pem::PemObject;
+    let bytes = read(what, path)?;
+    let bad = |problem: String| SecurityError::Pem { what, path: path.to_path_buf(), problem };
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+    }
+    Ok(bytes)
+}
+
+/// The PEM private key in `path`, checked like [`certificates`].
+fn private_key(path: &Path) -> Result<Vec<u8>, SecurityError> {
+    use rustls_pki_types::pem::PemObject;
+    let bytes = read("TLS key", path)?;
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| SecurityError::Pem {
+        what: "TLS key",
+        path: path.to_path_buf(),
+        problem: format!("no PEM private key in it ({e})"),
+    })?;
+    Ok(bytes)
+}
+
 impl Security {
     /// Loads every file named; a certificate needs its key and the other way round.
     pub fn load(files: &SecurityFiles) -> Result<Self, SecurityError> {
         let token = files.auth_token_file.as_deref().map(read_token_file).transpose()?;
         let identity = match (&files.tls_cert, &files.tls_key) {
-            (Some(cert), Some(key)) => Some(Identity::from_pem(read("TLS certificate", cert)?, read("TLS key", key)?)),
+            (Some(cert), Some(key)) => {
+                Some(Identity::from_pem(certificates("TLS certificate", cert)?, private_key(key)?))
+            }
             (Some(_), None) => return Err(SecurityError::Incomplete("tls-cert", "tls-key")),
             (None, Some(_)) => return Err(SecurityError::Incomplete("tls-key", "tls-cert")),
             (None, None) => None,
         };
-        let ca =
-            files.tls_ca.as_deref().map(|p| read("TLS CA certificate", p).map(Certificate::from_pem)).transpose()?;
+        let ca = files
+            .tls_ca
+            .as_deref()
+            .map(|p| certificates("TLS CA certificate", p).map(Certificate::from_pem))
+            .transpose()?;
         Ok(Self { token: token.map(Arc::from), identity, ca })
     }
 
