@@ -164,9 +164,23 @@ impl Serialize for InitialCluster {
     }
 }
 
+/// In a config file, one string as on the command line, or an array of `name=URL`s (as the
+/// executor's `join` may be an array of addresses).
 impl<'de> Deserialize<'de> for InitialCluster {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let joined = match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected \"name=URL,name=URL\" or an array of \"name=URL\""))?
+        {
+            Raw::One(s) => s,
+            Raw::Many(parts) => parts.join(","),
+        };
+        joined.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -375,7 +389,13 @@ mod tests {
         assert!("m0".parse::<InitialCluster>().is_err());
         assert!("m0=a:1,m0=b:1".parse::<InitialCluster>().is_err());
         assert!("m0=nope".parse::<InitialCluster>().is_err());
-        let opts = MasterOptions { name: Some("m9".into()), initial_cluster: Some(c), ..Default::default() };
+        let opts = MasterOptions { name: Some("m9".into()), initial_cluster: Some(c.clone()), ..Default::default() };
         assert!(opts.resolve().unwrap_err().to_string().contains("m9"));
+        // In TOML, a string or an array.
+        let read =
+            |v: &str| toml::from_str::<MasterOptions>(&format!("initial-cluster = {v}")).map(|o| o.initial_cluster);
+        assert_eq!(read(r#""m0=http://ip0:8291,m1=ip1:8291""#).unwrap(), Some(c.clone()));
+        assert_eq!(read(r#"["m0=http://ip0:8291", "m1=ip1:8291"]"#).unwrap(), Some(c));
+        assert!(read("7").unwrap_err().to_string().contains("an array of"));
     }
 }
