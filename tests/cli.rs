@@ -164,6 +164,11 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!((waited.status.code(), stdout(&waited)), (Some(0), expected));
     let waited = json(&client(&m, &["--output", "json", "task", "wait", &one, &two]));
     assert_eq!((waited[0]["output"].as_str(), waited[1]["output"].as_str()), (Some("eno"), Some("owt")));
+    // One failed: the JSON has both, the exit code and stderr say which failed.
+    let failing = stdout(&client(&m, &["task", "submit", fail.to_str().unwrap()])).trim().to_string();
+    let waited = client(&m, &["--output", "json", "task", "wait", &one, &failing]);
+    assert_eq!((waited.status.code(), json(&waited)[1]["state"].as_str()), (Some(1), Some("failed")));
+    assert!(stderr(&waited).contains(&format!("1 of the 2 tasks did not succeed: {failing}")), "{}", stderr(&waited));
 
     // A reader that stops reading (`| head -1`) ends the client quietly.
     for args in [&["task", "list"][..], &["task", "submit", &digest, "--input", "x", "--wait"]] {

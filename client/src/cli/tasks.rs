@@ -111,8 +111,26 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             done.sort_by_key(|t| ids.iter().position(|i| *i == t.id));
             let failed = done.iter().any(|t| t.state() != pb::TaskState::Succeeded);
             match output {
-                Output::Json if done.len() == 1 => print_json(&task_json(&done[0])),
-                Output::Json => print_json(&done.iter().map(task_json).collect()),
+                Output::Json => {
+                    match done.as_slice() {
+                        [one] => print_json(&task_json(one)),
+                        all => print_json(&all.iter().map(task_json).collect()),
+                    }
+                    // The exit code says some failed; stderr says which, as in text.
+                    let unsuccessful: Vec<String> = done
+                        .iter()
+                        .filter(|t| t.state() != pb::TaskState::Succeeded)
+                        .map(|t| t.id.to_string())
+                        .collect();
+                    if !unsuccessful.is_empty() {
+                        eprintln!(
+                            "{} of the {} tasks did not succeed: {}",
+                            unsuccessful.len(),
+                            done.len(),
+                            unsuccessful.join(", ")
+                        );
+                    }
+                }
                 Output::Text if done.len() == 1 => print_outcome(&done[0])?,
                 Output::Text => {
                     // Like `head` given several files: a header before each output.
