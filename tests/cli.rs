@@ -200,6 +200,18 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!(none.status.code(), Some(1));
     assert!(stderr(&none).contains("no wasmgrid master at"), "{}", stderr(&none));
     assert!(stderr(&none).contains("not the master's API"), "a reason, not an empty one: {}", stderr(&none));
+
+    // A task no executor has the memory for: --wait says so after a few seconds, and waits on.
+    let big = Command::new("timeout")
+        .arg("8")
+        .arg(bin("master-client"))
+        .env("WASMGRID_MASTER_ADDR", m.addr.host_port())
+        .args(["task", "submit", &digest, "--memory", "100GiB", "--wait"])
+        .output()
+        .unwrap();
+    assert_eq!(big.status.code(), Some(124), "still waiting: {}", stderr(&big));
+    let said = stderr(&big);
+    assert!(said.contains("note: the task needs 100GiB of memory and the largest executor has"), "{said}");
 }
 
 fn client_at(addrs: &str, args: &[&str]) -> Output {

@@ -231,12 +231,39 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         }
         return Ok(0);
     }
-    let t = client.run(spec).await?;
+    let memory = args.memory.map(Size::bytes);
+    let run = client.run(spec);
+    tokio::pin!(run);
+    let t = tokio::select! {
+        t = &mut run => t?,
+        _ = tokio::time::sleep(std::time::Duration::from_secs(3)) => {
+            if let Some(why) = why_waiting(client, memory).await {
+                eprintln!("note: {why}");
+            }
+            run.await?
+        }
+    };
     match output {
         Output::Json => print_json(&task_json(&t)),
         Output::Text => print_outcome(&t)?,
     }
     Ok(i32::from(t.state() != pb::TaskState::Succeeded))
+}
+
+/// Why a task may not run soon, when the cluster shows a reason: no executor connected, or
+/// none with the memory it asks for.
+async fn why_waiting(client: &Client, memory: Option<u64>) -> Option<String> {
+    let status = client.cluster_status().await.ok()?;
+    let largest = status.executors.iter().filter(|e| e.connected && e.state == "alive").map(|e| e.memory_bytes).max();
+    match (largest, memory) {
+        (None, _) => Some("no executor is connected; the task waits for one".into()),
+        (Some(largest), Some(need)) if need > largest => Some(format!(
+            "the task needs {} of memory and the largest executor has {}; it waits for one with enough",
+            Size(need).human(),
+            Size(largest).human()
+        )),
+        _ => None,
+    }
 }
 
 /// A digest as given, or a file uploaded first.
