@@ -221,10 +221,12 @@ impl Agent {
         send_results(&out, self.runs.results(None)).await?;
         let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
         let mut heartbeat = tokio::time::interval(interval);
-        // A leader with a majority answers every heartbeat. Silent for three, it froze or lost
-        // its majority: look for the leader elsewhere, well before the lease a new leader
-        // gives this executor from its election runs out.
-        let silence = (interval * 3).max(Duration::from_millis(500));
+        // A leader with a majority answers every heartbeat. Silent for two, and still at the
+        // next tick (messages already here are read first), it froze or lost its majority:
+        // look for the leader elsewhere, before the lease a new leader gives this executor
+        // from its election runs out.
+        let silence = (interval * 2).max(Duration::from_millis(500));
+        let mut silent_ticks = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -252,7 +254,8 @@ impl Agent {
                 }
                 _ = heartbeat.tick() => {
                     let quiet = self.last_contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                    if quiet > silence {
+                    silent_ticks = if quiet > silence { silent_ticks + 1 } else { 0 };
+                    if silent_ticks == 2 {
                         self.masters.froze(addr);
                         return Err(format!("the leader has said nothing for {}ms; looking for it elsewhere", quiet.as_millis()));
                     }

@@ -45,11 +45,12 @@ impl Masters {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next master to try: the named leader if a follower told us, else round robin;
-    /// masters that froze on us lately only when all did.
+    /// The next master to try: the named leader if a follower told us (even one that froze
+    /// on us: it may only have been slow, and the followers know who leads), else round
+    /// robin, where masters that froze on us lately come only when all did.
     pub fn next(&self) -> Addr {
         let mut s = self.lock();
-        if let Some(hint) = s.hint.take().filter(|h| !s.passed_over(h)) {
+        if let Some(hint) = s.hint.take() {
             return hint;
         }
         let mut addr = self.addrs[s.next % self.addrs.len()].clone();
