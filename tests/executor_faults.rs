@@ -247,8 +247,8 @@ async fn a_frozen_master_first_in_the_list_costs_a_call_seconds() {
     let took = started.elapsed();
     group.masters[frozen].proc.as_ref().unwrap().signal(libc::SIGCONT);
     assert!(status.is_ok(), "{status:?}");
-    // About 3 s of pings; it was 8 s.
-    assert!(took < Duration::from_secs(6), "{took:?}");
+    // About 4 s of pings; it was 8 s.
+    assert!(took < Duration::from_secs(7), "{took:?}");
 }
 
 /// A leader that hands over closes its executors' sessions and takes no new ones, so they

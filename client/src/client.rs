@@ -106,10 +106,12 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             // Pings: a master that died or froze, or a listener that accepts connections but
-            // never answers, is given up within about 3 s and the next address tried. A live
-            // master answers pings even while a long call (a task run) is under way.
+            // never answers, is given up within about 4 s and the next address tried. A live
+            // master answers pings even while a long call (a task run) is under way; 3 s
+            // leaves room for a ping queued behind a flow-control window of upload data on a
+            // slow link.
             .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(3))
             .keep_alive_while_idle(true)
             .connect_lazy();
         let channel = self.security.wrap(channel);
