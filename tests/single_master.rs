@@ -272,3 +272,28 @@ async fn a_module_the_executor_cannot_compile_is_not_compiled_again() {
     e.stop().await;
     cluster.stop().await;
 }
+
+/// A filtered listing of a long history reads a bounded stretch of it at a time, but every
+/// answer has a task or is the end: a client that pages from the last task it was given (as
+/// master-client did before `next_after`) is never handed the same empty page again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_filtered_listing_past_a_long_stretch_of_other_tasks_finds_the_one_after_it() {
+    let cluster = Cluster::start(0).await;
+    let client = cluster.client();
+    let echo = upload(&client, &guests::echo()).await.unwrap().digest;
+    for _ in 0..21 {
+        client.submit(vec![spec(&echo, b""); 1000]).await.unwrap();
+    }
+    let last = client.submit(vec![spec(&echo, b"")]).await.unwrap()[0];
+    client.cancel(last).await.unwrap();
+    // Stored: a sync is due a second after the last, and an apply starts it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.submit(vec![spec(&echo, b"")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut master = pb::master_client::MasterClient::connect(cluster.master.addr.url()).await.unwrap();
+    let request = pb::ListTasksRequest { state: Some(pb::TaskState::Cancelled as i32), after_id: 0, limit: 10 };
+    let page = master.list_tasks(request).await.unwrap().into_inner();
+    assert_eq!(page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![last]);
+    assert!(!page.more);
+    cluster.stop().await;
+}

@@ -70,7 +70,12 @@ impl Master for MasterService {
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
-        Ok(Response::new(tasks::list(&self.node, req.into_inner())?))
+        // Storage reads, a long history's worth for a rare filter: off the async workers.
+        let node = self.node.clone();
+        let listed = tokio::task::spawn_blocking(move || tasks::list(&node, req.into_inner()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(listed?))
     }
 
     async fn cluster_status(

@@ -203,8 +203,17 @@ pub fn list(node: &Node, req: pb::ListTasksRequest) -> Result<pb::ListTasksRespo
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     };
-    let (tasks, next) = node.replica.list_tasks(state, req.after_id, limit, PAGE_BYTES)?;
-    Ok(pb::ListTasksResponse { tasks, more: next.is_some(), next_after: next.unwrap_or(0) })
+    // A page of at least one task, or the end: a client that pages from the last task it got
+    // (one older than `next_after`) must not be handed the same empty page again. Each read
+    // takes the gate for a bounded stretch of the history, so applies go on between them.
+    let mut after = req.after_id;
+    loop {
+        let (tasks, next) = node.replica.list_tasks(state, after, limit, PAGE_BYTES)?;
+        match next {
+            Some(n) if tasks.is_empty() => after = n,
+            _ => return Ok(pb::ListTasksResponse { tasks, more: next.is_some(), next_after: next.unwrap_or(0) }),
+        }
+    }
 }
 
 /// How often a wait checks that this master still leads.
