@@ -21,6 +21,9 @@ pub enum ApiError {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Not done in time, and not safe to retry blindly (it may still take effect).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
@@ -42,6 +45,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ApiError::Storage(_) | ApiError::Internal(_) => Code::Internal,
         };
         let mut status = Status::new(code, e.to_string());

@@ -102,7 +102,7 @@ async fn change(node: &Node, change: ChangeMembers<NodeId, Member>, what: &str) 
     match tokio::time::timeout(timeout, node.raft.change_membership(change, false)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(ApiError::Unavailable(format!("cannot {what}: {e}"))),
-        Err(_) => Err(ApiError::Unavailable(format!(
+        Err(_) => Err(ApiError::DeadlineExceeded(format!(
             "cannot {what}: not committed within {}; a majority of the masters may be unreachable (`member list` shows whether the change took effect)",
             humantime::format_duration(timeout)
         ))),
