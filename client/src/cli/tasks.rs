@@ -233,14 +233,18 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
     }
     let memory = args.memory.map(Size::bytes);
     let run = client.run(spec);
-    tokio::pin!(run);
-    let t = tokio::select! {
-        t = &mut run => t?,
-        _ = tokio::time::sleep(std::time::Duration::from_secs(3)) => {
-            if let Some(why) = why_waiting(client, memory).await {
-                eprintln!("note: {why}");
-            }
-            run.await?
+    let note = async {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        if let Some(why) = why_waiting(client, memory).await {
+            eprintln!("note: {why}");
+        }
+    };
+    tokio::pin!(run, note);
+    let mut noted = false;
+    let t = loop {
+        tokio::select! {
+            t = &mut run => break t?,
+            () = &mut note, if !noted => noted = true,
         }
     };
     match output {
@@ -256,7 +260,7 @@ async fn why_waiting(client: &Client, memory: Option<u64>) -> Option<String> {
     let status = client.cluster_status().await.ok()?;
     let largest = status.executors.iter().filter(|e| e.connected && e.state == "alive").map(|e| e.memory_bytes).max();
     match (largest, memory) {
-        (None, _) => Some("no executor is connected; the task waits for one".into()),
+        (None, _) => Some("no executor is connected and taking tasks; the task waits for one".into()),
         (Some(largest), Some(need)) if need > largest => Some(format!(
             "the task needs {} of memory and the largest executor has {}; it waits for one with enough",
             Size(need).human(),
