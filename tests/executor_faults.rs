@@ -209,13 +209,14 @@ async fn sigterm_on_the_leader_hands_over_to_a_follower() {
 }
 
 /// A leader that freezes (a stopped process, a paused VM) says nothing and closes nothing.
-/// Its executor finds the new leader well within the lease the new leader gives it from its
-/// election, and the run on it goes on: no attempt is lost.
+/// Its executor finds the new leader well within its own lease (it gives its runs up then)
+/// and the one the new leader gives it from its election, and the run on it goes on: no
+/// attempt is lost. The default lease, 10 s: a short one would hide a slow detection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_outlives_a_leader_that_freezes() {
     let mut group = Group::start(3, &[]);
     let leader = group.leader(Duration::from_secs(20)).await;
-    group.start_executor("e1", 1);
+    group.start_executor_with("e1", 1, &[]);
     let client = Arc::new(group.client().with_deadline(Duration::from_secs(60)));
     let sleeper = upload(&client, &guests::sleeper(8_000)).await;
     let id = client.submit(vec![pb::TaskSpec { max_attempts: 1, ..spec(&sleeper) }]).await.unwrap()[0];
@@ -229,6 +230,16 @@ async fn a_run_outlives_a_leader_that_freezes() {
     group.masters[leader].proc.as_ref().unwrap().signal(libc::SIGCONT);
     let t = t.expect("the wait ends").unwrap();
     assert_eq!((t.state(), t.attempts), (pb::TaskState::Succeeded, 1), "{:?}", t.error);
+    // It left after two missed heartbeats (2.5 s apart) and a look or two more, not at a
+    // later heartbeat: leaving at 7.5-10 s loses the run about half the time.
+    let log = std::fs::read_to_string(group.path().join("e1.log")).unwrap();
+    let quiet: u64 = log
+        .split("the leader has said nothing for ")
+        .nth(1)
+        .and_then(|rest| rest.split("ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("the executor did not notice the silence: {log}"));
+    assert!(quiet < 6_500, "noticed after {quiet} ms");
 }
 
 /// A master that froze accepts connections and never answers: a client that asks it first

@@ -222,11 +222,13 @@ impl Agent {
         let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
         let mut heartbeat = tokio::time::interval(interval);
         // A leader with a majority answers every heartbeat. Silent for two, and still at the
-        // next tick (messages already here are read first), it froze or lost its majority:
-        // look for the leader elsewhere, before the lease a new leader gives this executor
-        // from its election runs out.
+        // next look (messages already here are read first), it froze or lost its majority:
+        // look for the leader elsewhere, well before this executor's lease runs out (it gives
+        // its runs up then) and the one a new leader gives it from its election.
         let silence = (interval * 2).max(Duration::from_millis(500));
-        let mut silent_ticks = 0;
+        let mut watch =
+            tokio::time::interval((interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250)));
+        let mut silent_looks = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -252,13 +254,15 @@ impl Agent {
                 _ = self.heartbeat_now.notified() => {
                     send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
                 }
-                _ = heartbeat.tick() => {
+                _ = watch.tick() => {
                     let quiet = self.last_contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                    silent_ticks = if quiet > silence { silent_ticks + 1 } else { 0 };
-                    if silent_ticks == 2 {
+                    silent_looks = if quiet > silence { silent_looks + 1 } else { 0 };
+                    if silent_looks == 2 {
                         self.masters.froze(addr);
                         return Err(format!("the leader has said nothing for {}ms; looking for it elsewhere", quiet.as_millis()));
                     }
+                }
+                _ = heartbeat.tick() => {
                     send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
                     let overdue = self.runs.overdue(RESEND_AFTER);
                     if !overdue.is_empty() {
