@@ -212,6 +212,11 @@ fn upload_submit_and_wait_through_the_cli() {
     assert_eq!(big.status.code(), Some(124), "still waiting: {}", stderr(&big));
     let said = stderr(&big);
     assert!(said.contains("note: the task needs 100GiB of memory and the largest executor has"), "{said}");
+    // The listing shows why it waits, and no time yet.
+    let listed = stdout(&client(&m, &["task", "list", "--state", "pending"]));
+    let line =
+        listed.lines().find(|l| l.contains("(waiting: needs 100GiB of memory")).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains(" pending ") && line.contains(" - "), "{line}");
 }
 
 fn client_at(addrs: &str, args: &[&str]) -> Output {

@@ -160,14 +160,25 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
                         "EXECUTOR"
                     );
                     for t in &tasks {
-                        let error = t.error.as_ref().map(|_| failure_line(t)).unwrap_or_default();
+                        // A failure, or why a pending task waits (as `task get` says).
+                        let error = match &t.error {
+                            Some(_) => failure_line(t),
+                            None if !t.pending_reason.is_empty() => format!("(waiting: {})", t.pending_reason),
+                            None => String::new(),
+                        };
+                        // A duration once the task has one: a running task's is not known yet.
+                        let finished = matches!(
+                            t.state(),
+                            pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled
+                        );
+                        let time = if finished { format!("{}ms", t.duration_ms) } else { "-".into() };
                         out!(
-                            "{:>8}  {:<10} {:<19} {:>8} {:>7}ms  {:<20} {}",
+                            "{:>8}  {:<10} {:<19} {:>8} {:>9}  {:<20} {}",
                             t.id,
                             state(t.state()),
                             short_digest(&t.module),
                             t.attempts,
-                            t.duration_ms,
+                            time,
                             t.executor,
                             error
                         );
