@@ -15,6 +15,13 @@ pub mod v1 {
 
 pub use v1::*;
 
+impl TaskState {
+    /// Succeeded, failed or cancelled: the task's record will not change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
 /// Metadata key on UNAVAILABLE answers from a follower: the leader's client address.
 pub const LEADER_METADATA: &str = "wasmgrid-leader";
 

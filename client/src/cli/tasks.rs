@@ -109,7 +109,8 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             let mut done = Vec::new();
             client.wait(&ids, |t| done.push(t)).await?;
             done.sort_by_key(|t| ids.iter().position(|i| *i == t.id));
-            let failed = done.iter().any(|t| t.state() != pb::TaskState::Succeeded);
+            let unsuccessful: Vec<String> =
+                done.iter().filter(|t| t.state() != pb::TaskState::Succeeded).map(|t| t.id.to_string()).collect();
             match output {
                 Output::Json => {
                     match done.as_slice() {
@@ -117,11 +118,6 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
                         all => print_json(&all.iter().map(task_json).collect()),
                     }
                     // The exit code says some failed; stderr says which, as in text.
-                    let unsuccessful: Vec<String> = done
-                        .iter()
-                        .filter(|t| t.state() != pb::TaskState::Succeeded)
-                        .map(|t| t.id.to_string())
-                        .collect();
                     if !unsuccessful.is_empty() {
                         eprintln!(
                             "{} of the {} tasks did not succeed: {}",
@@ -143,7 +139,7 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
                     }
                 }
             }
-            Ok(i32::from(failed))
+            Ok(i32::from(!unsuccessful.is_empty()))
         }
         TaskCommand::List { state: wanted, limit } => {
             let tasks = client.list(wanted.map(Into::into), limit).await?;
@@ -167,11 +163,7 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
                             None => String::new(),
                         };
                         // A duration once the task has one: a running task's is not known yet.
-                        let finished = matches!(
-                            t.state(),
-                            pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled
-                        );
-                        let time = if finished { format!("{}ms", t.duration_ms) } else { "-".into() };
+                        let time = if t.state().is_final() { format!("{}ms", t.duration_ms) } else { "-".into() };
                         out!(
                             "{:>8}  {:<10} {:<19} {:>8} {:>9}  {:<20} {}",
                             t.id,

@@ -96,7 +96,7 @@ pub async fn run(node: Arc<Node>, req: pb::RunTaskRequest) -> Result<pb::Task, A
     let ids = submitted(node.propose(command).await?)?;
     let id = *ids.first().ok_or_else(|| ApiError::Internal("submit answered without a task id".into()))?;
     // A task that ran as a trial is final already: no waiter needed.
-    if let Some(t) = node.replica.task(id)?.filter(is_final) {
+    if let Some(t) = node.replica.task(id)?.filter(|t| t.state().is_final()) {
         return Ok(t);
     }
     let mut finished = wait(node, vec![id])?;
@@ -243,7 +243,7 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
         // Register first, then look: a task finishing in between is seen one way or the other.
         for id in ids {
             match node.replica.task(id) {
-                Ok(Some(t)) if is_final(&t) => {
+                Ok(Some(t)) if t.state().is_final() => {
                     remaining.remove(&id);
                     if out.send(Ok(t)).await.is_err() {
                         return;
@@ -297,8 +297,4 @@ pub fn wait(node: Arc<Node>, ids: Vec<TaskId>) -> Result<mpsc::Receiver<Result<p
         }
     });
     Ok(rx)
-}
-
-fn is_final(t: &pb::Task) -> bool {
-    matches!(t.state(), pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled)
 }
