@@ -251,9 +251,7 @@ impl Agent {
                     }
                     send_results(&out, self.runs.results(Some(&keys))).await?;
                 }
-                _ = self.heartbeat_now.notified() => {
-                    send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
-                }
+                _ = self.heartbeat_now.notified() => send(&out, self.heartbeat()).await?,
                 _ = watch.tick() => {
                     let quiet = self.last_contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
                     silent_looks = if quiet > silence { silent_looks + 1 } else { 0 };
@@ -263,7 +261,7 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    send(&out, Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })).await?;
+                    send(&out, self.heartbeat()).await?;
                     let overdue = self.runs.overdue(RESEND_AFTER);
                     if !overdue.is_empty() {
                         tracing::debug!(results = overdue.len(), "sending unacknowledged results again");
@@ -272,6 +270,11 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// A heartbeat: the runs held, and which of them wait for a slot.
+    fn heartbeat(&self) -> Out {
+        Out::Heartbeat(pb::Heartbeat { running: self.runs.held() })
     }
 
     fn touch(&self) {

@@ -53,17 +53,11 @@ impl Masters {
         if let Some(hint) = s.hint.take() {
             return hint;
         }
-        let mut addr = self.addrs[s.next % self.addrs.len()].clone();
-        for i in 0..self.addrs.len() {
-            let candidate = &self.addrs[s.next.wrapping_add(i) % self.addrs.len()];
-            if !s.passed_over(candidate) {
-                addr = candidate.clone();
-                s.next = s.next.wrapping_add(i);
-                break;
-            }
-        }
-        s.next = s.next.wrapping_add(1);
-        addr
+        let n = self.addrs.len();
+        let turn =
+            (0..n).map(|i| s.next.wrapping_add(i) % n).find(|&i| !s.passed_over(&self.addrs[i])).unwrap_or(s.next % n);
+        s.next = turn.wrapping_add(1);
+        self.addrs[turn].clone()
     }
 
     /// `addr` accepted a stream and then went silent, or never answered one.
