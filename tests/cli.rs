@@ -182,6 +182,33 @@ fn upload_submit_and_wait_through_the_cli() {
             .unwrap();
         assert_eq!((cut.status.code(), stderr(&cut)), (Some(0), String::new()), "{args:?}");
     }
+    // Unless what it printed was a failure: a program that wrote output, then exited 3.
+    let cat = dir.path().join("cat.wasm");
+    std::fs::write(&cat, guests::wasi_cat()).unwrap();
+    let cat = cat.to_str().unwrap();
+    let failed = stdout(&client(&m, &["task", "submit", cat, "--input", "3 then exit"])).trim().to_string();
+    for args in [
+        &["task", "submit", cat, "--input", "3 then exit", "--wait"][..],
+        &["task", "wait", &failed],
+        &["task", "wait", &failed, &one],
+        &["--output", "json", "task", "wait", &failed],
+        &["--output", "json", "task", "submit", cat, "--input", "3 then exit", "--wait"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let cut = Command::new(bin("master-client"))
+            .env("WASMGRID_MASTER_ADDR", m.addr.host_port())
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(cut.status.code(), Some(1), "{args:?}: {}", stderr(&cut));
+        assert!(
+            stderr(&cut).contains("exited with code 3") || stderr(&cut).contains("did not succeed"),
+            "{args:?}: {}",
+            stderr(&cut)
+        );
+    }
 
     // An address where no master answers (an executor's status port) is passed over for
     // the next; given only such addresses, the client says so at once.

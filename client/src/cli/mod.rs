@@ -21,6 +21,7 @@ mod tasks;
 mod values;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -131,11 +132,42 @@ async fn execute(cli: Cli) -> Result<i32, String> {
     result.map_err(|e| wasmgrid_common::error_chain::describe(e.as_ref()))
 }
 
+/// The exit code of a program whose stdout reader goes away: 0 unless what it prints is
+/// already known to be a failure (see [`fail_even_if_closed`]).
+static EXIT_IF_CLOSED: AtomicI32 = AtomicI32::new(0);
+
+/// What is printed from here on reports a failure: a reader that goes away (`| head -c 1`)
+/// must not turn it into success (`set -o pipefail` scripts see the exit code).
+pub(crate) fn fail_even_if_closed() {
+    EXIT_IF_CLOSED.store(1, Ordering::Relaxed);
+}
+
+/// Set once stdout's reader has gone, for [`write_stdout`].
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes `bytes` to stdout, or nothing once its reader has gone; returns false then. For
+/// output that must not end the program early: a failed task's message still goes to
+/// stderr after its output was cut off. Other write errors end the program.
+pub(crate) fn write_stdout(bytes: &[u8]) -> bool {
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_GONE.store(true, Ordering::Relaxed);
+            false
+        }
+        Err(e) => stdout_failed(e),
+    }
+}
+
 /// Writing to stdout failed: a closed pipe ends the program quietly (the reader has what it
-/// wanted), anything else as an error.
+/// wanted), with the exit code of what it was printing; anything else as an error.
 pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
+        std::process::exit(EXIT_IF_CLOSED.load(Ordering::Relaxed));
     }
     std::process::exit(report(&format!("writing to stdout: {e}")));
 }

@@ -111,13 +111,13 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             done.sort_by_key(|t| ids.iter().position(|i| *i == t.id));
             let unsuccessful: Vec<String> =
                 done.iter().filter(|t| t.state() != pb::TaskState::Succeeded).map(|t| t.id.to_string()).collect();
+            if !unsuccessful.is_empty() {
+                super::fail_even_if_closed();
+            }
             match output {
                 Output::Json => {
-                    match done.as_slice() {
-                        [one] => print_json(&task_json(one)),
-                        all => print_json(&all.iter().map(task_json).collect()),
-                    }
-                    // The exit code says some failed; stderr says which, as in text.
+                    // The exit code says some failed; stderr says which, as in text. Said
+                    // first, so a reader that goes away cannot cut it off.
                     if !unsuccessful.is_empty() {
                         eprintln!(
                             "{} of the {} tasks did not succeed: {}",
@@ -126,15 +126,21 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
                             unsuccessful.join(", ")
                         );
                     }
+                    match done.as_slice() {
+                        [one] => print_json(&task_json(one)),
+                        all => print_json(&all.iter().map(task_json).collect()),
+                    }
                 }
-                Output::Text if done.len() == 1 => print_outcome(&done[0])?,
+                Output::Text if done.len() == 1 => print_outcome(&done[0]),
                 Output::Text => {
                     // Like `head` given several files: a header before each output.
                     for (i, t) in done.iter().enumerate() {
-                        out!("{}==> task {} {} <==", if i == 0 { "" } else { "\n" }, t.id, state(t.state()));
-                        print_outcome(t)?;
+                        let header =
+                            format!("{}==> task {} {} <==\n", if i == 0 { "" } else { "\n" }, t.id, state(t.state()));
+                        super::write_stdout(header.as_bytes());
+                        print_outcome(t);
                         if !t.output.is_empty() && !t.output.ends_with(b"\n") {
-                            out!();
+                            super::write_stdout(b"\n");
                         }
                     }
                 }
@@ -250,11 +256,18 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
             () = &mut note, if !noted => noted = true,
         }
     };
+    let failed = t.state() != pb::TaskState::Succeeded;
     match output {
-        Output::Json => print_json(&task_json(&t)),
-        Output::Text => print_outcome(&t)?,
+        Output::Json => {
+            if failed {
+                super::fail_even_if_closed();
+                eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(&t));
+            }
+            print_json(&task_json(&t));
+        }
+        Output::Text => print_outcome(&t),
     }
-    Ok(i32::from(t.state() != pb::TaskState::Succeeded))
+    Ok(i32::from(failed))
 }
 
 /// Why a task may not run soon, when the cluster shows a reason: no executor connected, or
@@ -285,12 +298,10 @@ pub async fn resolve_module(client: &Client, module: &str) -> anyhow::Result<Str
     Ok(upload(client, path).await?.digest)
 }
 
-/// The raw output on stdout; a failure on stderr.
-fn print_outcome(t: &pb::Task) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(&t.output).and_then(|()| stdout.flush()) {
-        super::stdout_failed(e);
-    }
+/// The raw output on stdout; a failure on stderr, even when stdout's reader has gone (the
+/// guest may have written some output before it failed).
+fn print_outcome(t: &pb::Task) {
+    super::write_stdout(&t.output);
     // The guest's own stderr (a component's log lines) comes through as a local run's would.
     if !t.stderr.is_empty() {
         let mut stderr = std::io::stderr().lock();
@@ -305,7 +316,6 @@ fn print_outcome(t: &pb::Task) -> anyhow::Result<()> {
     if t.state() != pb::TaskState::Succeeded {
         eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
     }
-    Ok(())
 }
 
 fn short_digest(d: &str) -> String {
