@@ -270,6 +270,37 @@ fn bench_submits_fit_the_masters_message_size_and_counts_are_checked() {
     assert!(small.status.success(), "{}", stderr(&small));
     assert_eq!(json(&small)["tasks"].as_u64(), Some(30));
 
+    // An endless input or module is refused at the masters' limit, not read until the client
+    // runs out of memory.
+    let endless = client(&m, &["task", "submit", &echo, "--input-file", "/dev/zero"]);
+    assert_eq!(endless.status.code(), Some(1));
+    assert!(
+        stderr(&endless).contains("/dev/zero is larger than the masters' max-input-size (2MiB)"),
+        "{}",
+        stderr(&endless)
+    );
+    let large = dir.path().join("large-input");
+    std::fs::write(&large, vec![b'x'; 3 << 20]).unwrap();
+    let huge = dir.path().join("huge-input");
+    std::fs::write(&huge, vec![b'x'; 17 << 20]).unwrap();
+    let refused = client(&m, &["task", "submit", &echo, "--input-file", huge.to_str().unwrap()]);
+    assert!(stderr(&refused).contains("huge-input is larger than the masters' max-input-size"), "{}", stderr(&refused));
+    let refused = client(&m, &["task", "submit", &echo, "--input-file", large.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("max-input-size = 2MiB"), "{}", stderr(&refused));
+    let endless = client(&m, &["module", "upload", "/dev/zero"]);
+    assert_eq!(endless.status.code(), Some(1));
+    assert!(
+        stderr(&endless).contains("/dev/zero is larger than the masters' max-module-size (64MiB)"),
+        "{}",
+        stderr(&endless)
+    );
+    let status = json(&client(&m, &["--output", "json", "cluster", "status"]));
+    assert_eq!(
+        (status["max_input_size"].as_u64(), status["max_module_size"].as_u64()),
+        (Some(2 << 20), Some(64 << 20))
+    );
+
     // Failed tasks: the table, then one line on stderr that says so, exit 1.
     let fail = dir.path().join("fail.wasm");
     std::fs::write(&fail, guests::fail()).unwrap();

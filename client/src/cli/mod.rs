@@ -14,6 +14,7 @@ macro_rules! out {
 mod bench;
 mod cluster;
 mod executors;
+mod files;
 mod members;
 mod modules;
 mod render;

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use wasmgrid_proto as pb;
 
+use super::files::{self, Contents};
 use super::render::{module_json, module_kind, print_json};
 use super::Output;
 use crate::Client;
@@ -46,7 +47,7 @@ pub async fn run(client: &Client, cmd: ModuleCommand, output: Output) -> anyhow:
 
 /// Uploads `path`, with a progress bar for large files on a terminal.
 pub async fn upload(client: &Client, path: &Path) -> anyhow::Result<pb::Module> {
-    let bytes = tokio::fs::read(path).await.with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = files::read(client, path, Contents::Module).await?;
     let bar = ProgressBar::new(bytes.len() as u64);
     if bytes.len() > 4 * 1024 * 1024 {
         bar.set_style(

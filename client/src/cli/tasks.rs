@@ -1,6 +1,6 @@
 //! `task submit|get|wait|list|cancel`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use wasmgrid_common::{Digest, Dur, Size};
 use wasmgrid_proto as pb;
 
+use super::files::{self, Contents};
 use super::modules::upload;
 use super::render::{failure_line, print_json, state, task_json, task_text};
 use super::values::{env_var, more_than_zero, timeout};
@@ -200,14 +201,7 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
     let module = resolve_module(client, &args.module).await?;
     let input = match (&args.input, &args.input_file) {
         (Some(text), _) => text.clone().into_bytes(),
-        (None, Some(p)) if p == Path::new("-") => {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read the input from stdin")?;
-            buf
-        }
-        (None, Some(p)) => {
-            tokio::fs::read(p).await.with_context(|| format!("cannot read input file {}", p.display()))?
-        }
+        (None, Some(p)) => files::read(client, p, Contents::Input).await.context("the input")?,
         (None, None) => Vec::new(),
     };
     let spec = pb::TaskSpec {

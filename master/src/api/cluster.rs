@@ -36,6 +36,8 @@ pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
         running_tasks: sm.running_count() as u64,
         commit_index: m.last_applied.map_or(0, |l| l.index),
         max_batch_size: u32::try_from(node.config.max_batch_size).unwrap_or(u32::MAX),
+        max_module_size: node.config.max_module_size,
+        max_input_size: node.config.max_input_size,
     })
 }
 
