@@ -264,8 +264,11 @@ impl Sandbox {
             (_, failure) => failure,
         };
         if out.failure.as_ref().is_some_and(|(kind, _)| *kind == FailureKind::OutputTooLarge) {
-            // Refused output is not kept, sent or stored.
+            // Refused output is not kept, sent or stored; nor is an exit code, which the
+            // program may or may not have reached whatever it did (a write past the limit
+            // ends some runs before their exit).
             out.output = Vec::new();
+            out.exit_code = None;
         }
         out
     }

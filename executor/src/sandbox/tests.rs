@@ -160,8 +160,23 @@ async fn wasi_commands_read_stdin_write_stdout_and_exit() {
     assert_eq!(o.exit_code, Some(3));
     assert_eq!(kind(&o), Some(FailureKind::TaskError));
     assert_eq!(o.output, b"3 exit");
+    // Output past the limit: no exit code, whichever the program gave.
     let o = run(&sb, Kind::Command, &guests::wasi_cat(), job(&[b'x'; 3000])).await;
-    assert_eq!(kind(&o), Some(FailureKind::OutputTooLarge));
+    assert_eq!((kind(&o), o.exit_code), (Some(FailureKind::OutputTooLarge), None));
+    // Nor when the program returns from `_start` with no call into the host after its write
+    // (C's `return 0` from main): it reached its end, but its output was refused.
+    let one_write = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (i32.store (i32.const 0) (i32.const 1024))
+            (i32.store (i32.const 4) (i32.const 3000))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))))"#,
+    )
+    .unwrap();
+    let o = run(&sb, Kind::Command, &one_write, job(b"")).await;
+    assert_eq!((kind(&o), o.exit_code, o.output.len()), (Some(FailureKind::OutputTooLarge), None, 0));
 }
 
 /// The master refuses command modules by the list of WASI preview1 functions in
