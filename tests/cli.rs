@@ -155,6 +155,9 @@ fn upload_submit_and_wait_through_the_cli() {
     let bad = client(&m, &["task", "submit", "no-such-file.wasm"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("neither"), "{}", stderr(&bad));
+    let prefix = client(&m, &["task", "submit", &digest[..15]]);
+    assert_eq!(prefix.status.code(), Some(1));
+    assert!(stderr(&prefix).contains("is not a whole digest, nor a file"), "{}", stderr(&prefix));
 
     // Several tasks waited for: each output under a header, as `head` shows several files.
     let submit = |input: &str| stdout(&client(&m, &["task", "submit", &digest, "--input", input])).trim().to_string();

@@ -287,6 +287,13 @@ pub async fn resolve_module(client: &Client, module: &str) -> anyhow::Result<Str
     }
     let path = Path::new(module);
     if !path.exists() {
+        let bare_hex = module.len() >= 12 && module.bytes().all(|b| b.is_ascii_hexdigit());
+        if module.to_ascii_lowercase().starts_with("sha256:") || bare_hex {
+            bail!(
+                "module {module:?} is not a whole digest, nor a file: a digest is `sha256:` and 64 hex digits, as \
+                 `module upload` and `module list` print it (prefixes are not taken)"
+            );
+        }
         bail!("module {module:?} is neither a sha256: digest nor an existing .wasm file");
     }
     Ok(upload(client, path).await?.digest)
