@@ -25,7 +25,7 @@ use wasmtime::{
     CallHook, Engine, Linker, Module, PoolConcurrencyLimitError, Store, StoreContextMut, Trap, UpdateDeadline,
     WasmBacktrace,
 };
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use self::capture::Capture;
 use self::engine::EpochTicker;
@@ -329,6 +329,11 @@ fn classify(e: &wasmtime::Error, fuel: u64, otherwise: FailureKind) -> (FailureK
         // Says nothing about the module: run it again, here or elsewhere.
         return (FailureKind::ExecutorLost, format!("the executor had no instance free: {full}"));
     }
+    // A task component that calls `exit` ends without a result (a command's exit is its exit
+    // code, taken before this).
+    if let Some(I32Exit(code)) = e.downcast_ref::<I32Exit>() {
+        return (FailureKind::TaskError, format!("the task called exit (status {code}) instead of returning from run"));
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => (FailureKind::OutOfFuel, format!("the task used all of its {fuel} units of fuel")),
         Some(Trap::StackOverflow) => (FailureKind::Trap, "stack overflow: the task recursed too deeply".to_string()),
@@ -336,7 +341,10 @@ fn classify(e: &wasmtime::Error, fuel: u64, otherwise: FailureKind) -> (FailureK
         // An error a host function raised carries the guest's backtrace as its context,
         // whose first line says nothing ("error while executing at wasm backtrace:"): name
         // the error itself.
-        None if e.downcast_ref::<WasmBacktrace>().is_some() => (otherwise, first_line(e.root_cause())),
+        // Its own text is the host's ("Pointer not aligned to 4: Region {..}"): say whose.
+        None if e.downcast_ref::<WasmBacktrace>().is_some() => {
+            (otherwise, format!("a call into the host (WASI) failed: {}", first_line(e.root_cause())))
+        }
         None => (otherwise, first_line(&format!("{e:#}"))),
     }
 }

@@ -411,7 +411,17 @@ async fn a_host_error_is_named_by_its_cause() {
     let o = run(&sb, Kind::Command, &misaligned, job(b"")).await;
     let (kind, message) = o.failure.unwrap();
     assert_eq!(kind, FailureKind::Trap);
+    assert!(message.starts_with("a call into the host (WASI) failed: "), "{message}");
     assert!(message.contains("not aligned"), "{message}");
+}
+
+/// A task component that calls `exit` returned no result: its own failure, said so.
+#[test]
+fn a_task_component_that_exits_failed_as_task_error() {
+    let e = wasmtime::Error::new(I32Exit(3));
+    let (kind, message) = classify(&e, 0, FailureKind::Trap);
+    assert_eq!(kind, FailureKind::TaskError);
+    assert_eq!(message, "the task called exit (status 3) instead of returning from run");
 }
 
 /// A refused `memory.grow` is the reason for a failure that follows it, not a verdict on a
