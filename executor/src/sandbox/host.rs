@@ -122,7 +122,9 @@ impl ResourceLimiter for MemoryCap {
     /// a million elements each would otherwise hold 64MiB beside its `--memory`.
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         self.last_table_grow = None;
-        if maximum.is_some_and(|m| desired > m) {
+        // The table's own maximum is the guest's business; wasmtime also passes the pool's
+        // element limit as the maximum, and that one is the cap's.
+        if maximum.is_some_and(|m| desired > m && m < self.max_table_elements) {
             return Ok(false);
         }
         if desired > self.max_table_elements {

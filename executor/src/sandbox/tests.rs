@@ -415,6 +415,31 @@ async fn a_host_error_is_named_by_its_cause() {
     assert!(message.contains("not aligned"), "{message}");
 }
 
+/// A table grown past the executor's element limit is the memory rules' refusal, as a
+/// memory grown past the cap is: a guest that traps on it fails as `memory_limit`, one that
+/// checks for -1 and exits 0 succeeds. Its own maximum is its business.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_grown_past_the_element_limit_is_a_memory_limit() {
+    let sb = sandbox();
+    let grow = |max: &str, to: u64, then: &str| {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1) (table 1 {max} funcref)
+                 (func (export "_start")
+                   (if (i32.eq (table.grow (ref.null func) (i32.const {to})) (i32.const -1)) (then {then}))))"#
+        ))
+        .unwrap()
+    };
+    let past = wasmgrid_common::guest::MAX_TABLE_ELEMENTS;
+    let o = run(&sb, Kind::Command, &grow("", past, "unreachable"), job(b"")).await;
+    let (refused, message) = o.failure.unwrap();
+    assert_eq!(refused, FailureKind::MemoryLimit, "{message}");
+    assert!(message.contains("table limit of 1048576 elements reached"), "{message}");
+    let o = run(&sb, Kind::Command, &grow("", past, "nop"), job(b"")).await;
+    assert_eq!((o.failure, o.exit_code), (None, Some(0)));
+    let o = run(&sb, Kind::Command, &grow("10", 20, "unreachable"), job(b"")).await;
+    assert_eq!(kind(&o), Some(FailureKind::Trap));
+}
+
 /// A task component that calls `exit` returned no result: its own failure, said so.
 #[test]
 fn a_task_component_that_exits_failed_as_task_error() {
