@@ -89,8 +89,8 @@ impl ResourceLimiter for MemoryCap {
         if next > self.cap {
             self.refused = Some(format!(
                 "memory limit of {} reached: the task tried to grow its memory to {}",
-                wasmgrid_common::Size(self.cap),
-                wasmgrid_common::Size(next)
+                wasmgrid_common::Size(self.cap).human(),
+                wasmgrid_common::Size(next).human()
             ));
             return Ok(false);
         }
@@ -139,7 +139,7 @@ impl ResourceLimiter for MemoryCap {
         if next > self.cap {
             self.refused = Some(format!(
                 "memory limit of {} reached: the task tried to grow a table to {desired} elements",
-                wasmgrid_common::Size(self.cap)
+                wasmgrid_common::Size(self.cap).human()
             ));
             return Ok(false);
         }

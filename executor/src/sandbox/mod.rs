@@ -286,18 +286,25 @@ impl Sandbox {
             cut -= 1;
         }
         message.truncate(cut);
-        message.push_str(&format!("… (cut at max-stderr-size = {}; {} in all)", Size(max as u64), Size(total as u64)));
+        message.push_str(&format!(
+            "… (cut at max-stderr-size = {}; {} in all)",
+            Size(max as u64).human(),
+            Size(total as u64).human()
+        ));
         message
     }
 
     fn too_big(&self, len: usize) -> Option<(FailureKind, String)> {
         let max = self.settings.max_output;
         (len > max).then(|| {
-            let size =
-                if len == max + 1 { format!("more than {}", Size(max as u64)) } else { Size(len as u64).to_string() };
+            let size = if len == max + 1 {
+                format!("more than {}", Size(max as u64).human())
+            } else {
+                Size(len as u64).human()
+            };
             (
                 FailureKind::OutputTooLarge,
-                format!("output too large: {size}, over the limit max-output-size = {}", Size(max as u64)),
+                format!("output too large: {size}, over the limit max-output-size = {}", Size(max as u64).human()),
             )
         })
     }

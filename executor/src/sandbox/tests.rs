@@ -128,7 +128,7 @@ async fn a_task_error_message_is_cut_at_the_stderr_limit() {
     assert_eq!(kind, FailureKind::TaskError, "{}", &message[..message.len().min(100)]);
     assert!(message.len() < 1024 + 100, "{} bytes", message.len());
     let tail = &message[1024..];
-    assert_eq!(tail, "… (cut at max-stderr-size = 1KiB; 60000B in all)");
+    assert_eq!(tail, "… (cut at max-stderr-size = 1KiB; 58.6KiB in all)");
 }
 
 /// More runs at once than the pool was sized for (the agent's slots keep it from happening)
