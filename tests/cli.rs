@@ -410,3 +410,26 @@ fn versions_sample_configs_and_bad_configuration() {
 fn toml_keys(text: &str) -> usize {
     text.lines().filter(|l| !l.trim_start().starts_with('#') && l.contains(" = ")).count()
 }
+
+/// `componentize` names the file it cannot use, and why.
+#[test]
+fn componentize_says_what_is_wrong_with_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |input: &Path, extra: &[&str]| {
+        Command::new(bin("componentize")).arg(input).arg(dir.path().join("out.wasm")).args(extra).output().unwrap()
+    };
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let out = run(&text, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("notes.txt is not a wasm module"), "{}", stderr(&out));
+    // A main() program needs --command; with it, it becomes a component.
+    let command = dir.path().join("cat.wasm");
+    std::fs::write(&command, guests::wasi_cat()).unwrap();
+    let out = run(&command, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cat.wasm exports _start") && stderr(&out).contains("--command"), "{}", stderr(&out));
+    let out = run(&command, &["--command"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(dir.path().join("out.wasm")).unwrap().starts_with(b"\0asm"));
+}
