@@ -433,3 +433,25 @@ fn componentize_says_what_is_wrong_with_its_input() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(std::fs::read(dir.path().join("out.wasm")).unwrap().starts_with(b"\0asm"));
 }
+
+/// A second master on a data dir in use stops at once, saying so, and leaves the first
+/// one's log alone.
+#[test]
+fn a_data_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = master(dir.path());
+    let echo = dir.path().join("echo.wasm");
+    std::fs::write(&echo, guests::echo()).unwrap();
+    let id = stdout(&client(&m, &["task", "submit", echo.to_str().unwrap(), "--input", "kept"])).trim().to_string();
+    let data_dir = dir.path().join("master");
+    let second = Command::new(bin("master"))
+        .args(["--master-addr", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(stderr(&second).contains("is in use by another process"), "{}", stderr(&second));
+    let more = client(&m, &["task", "submit", echo.to_str().unwrap(), "--input", "more"]);
+    assert!(more.status.success(), "{}", stderr(&more));
+    let got = json(&client(&m, &["--output", "json", "task", "get", &id]));
+    assert_eq!(got["id"].as_str(), Some(id.as_str()));
+}

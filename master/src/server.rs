@@ -138,8 +138,11 @@ pub async fn start(
             dir.display()
         );
     }
-    let log_store = LogStore::open(&dir.join("raft-log"))?;
+    // The state database first: its lock keeps a second master off this data dir before the
+    // log is opened (opening the log deletes purged segments and cuts a torn tail, which
+    // would be another master's live writes).
     let db = StateDb::open(&dir.join("state.redb"))?;
+    let log_store = LogStore::open(&dir.join("raft-log"))?;
     let blobs = BlobStore::open(dir.join("blobs"))?;
     let replica = Arc::new(Replica::open(db, blobs)?);
     let state_store = StateStore::open(replica.clone(), dir.join("snapshots"))?;

@@ -21,6 +21,8 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]
     Corrupt(String),
+    #[error("storage: {} is in use by another process: is a master already running with this --data-dir?", .0.display())]
+    InUse(std::path::PathBuf),
 }
 
 macro_rules! from_redb {

@@ -66,7 +66,11 @@ pub struct StateDb {
 impl StateDb {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         // redb caches up to 1 GiB by default; the hot state lives in memory already.
-        let db = redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(path)?;
+        let db = match redb::Builder::new().set_cache_size(STATE_CACHE_BYTES).create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StorageError::InUse(path.to_path_buf())),
+            Err(e) => return Err(e.into()),
+        };
         let tx = db.begin_write()?;
         {
             tx.open_table(META)?;
