@@ -247,6 +247,17 @@ fn upload_submit_and_wait_through_the_cli() {
     let line =
         listed.lines().find(|l| l.contains("(waiting: needs 100GiB of memory")).unwrap_or_else(|| panic!("{listed}"));
     assert!(line.contains(" pending ") && line.contains(" - "), "{line}");
+
+    // Draining one executor prints its one record, heartbeat included.
+    let listed = json(&client(&m, &["--output", "json", "executor", "list"]));
+    let name = listed[0]["name"].as_str().unwrap().to_string();
+    let drained = json(&client(&m, &["--output", "json", "executor", "drain", &name]));
+    assert_eq!(
+        (drained["name"].as_str(), drained["state"].as_str()),
+        (Some(name.as_str()), Some("draining")),
+        "{drained}"
+    );
+    assert!(drained["last_heartbeat_ms_ago"].is_u64(), "{drained}");
 }
 
 fn client_at(addrs: &str, args: &[&str]) -> Output {

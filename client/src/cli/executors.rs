@@ -17,13 +17,22 @@ pub enum ExecutorCommand {
 }
 
 pub async fn run(client: &Client, cmd: ExecutorCommand, output: Output) -> anyhow::Result<i32> {
-    let executors = match cmd {
-        ExecutorCommand::List => client.cluster_status().await?.executors,
-        ExecutorCommand::Drain { name } => vec![client.drain_executor(&name).await?],
-    };
-    match output {
-        Output::Json => print_json(&executors.iter().map(executor_json).collect()),
-        Output::Text => print_executors(&executors),
+    match cmd {
+        ExecutorCommand::List => {
+            let executors = client.cluster_status().await?.executors;
+            match output {
+                Output::Json => print_json(&executors.iter().map(executor_json).collect()),
+                Output::Text => print_executors(&executors),
+            }
+        }
+        // One executor, one record, as `task get` and `task cancel` print one task.
+        ExecutorCommand::Drain { name } => {
+            let drained = client.drain_executor(&name).await?;
+            match output {
+                Output::Json => print_json(&executor_json(&drained)),
+                Output::Text => print_executors(std::slice::from_ref(&drained)),
+            }
+        }
     }
     Ok(0)
 }

@@ -9,7 +9,7 @@ use crate::convert;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::sessions::message;
-use crate::state::{Command, Response};
+use crate::state::{Command, ExecutorRecord, Response};
 
 pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
     node.prefer_leader()?;
@@ -18,15 +18,7 @@ pub fn status(node: &Node) -> Result<pb::ClusterStatusResponse, ApiError> {
     let members = members(node);
     let now = Instant::now();
     let sm = node.replica.read();
-    let executors = sm
-        .executors()
-        .map(|e| {
-            let session = node.replica.sessions.info(&e.name).filter(|s| s.incarnation == e.incarnation);
-            let ago =
-                session.map_or(-1, |s| i64::try_from(now.duration_since(s.last_seen).as_millis()).unwrap_or(i64::MAX));
-            convert::executor_info(e, session.is_some_and(|s| s.connected), ago)
-        })
-        .collect();
+    let executors = sm.executors().map(|e| executor_info(node, e, now)).collect();
     Ok(pb::ClusterStatusResponse {
         leader,
         term: m.current_term,
@@ -50,8 +42,15 @@ pub async fn drain(node: &Node, name: String) -> Result<pb::ExecutorInfo, ApiErr
     node.replica.sessions.send(&name, message(pb::master_message::Kind::Drain(pb::Drain {})));
     let sm = node.replica.read();
     let e = sm.executor(&name).ok_or_else(|| ApiError::NotFound(format!("no executor named {name}")))?;
-    let connected = node.replica.sessions.info(&name).is_some_and(|s| s.connected);
-    Ok(convert::executor_info(e, connected, -1))
+    Ok(executor_info(node, e, Instant::now()))
+}
+
+/// An executor's record with what this master's session with it shows: connected, and how
+/// long ago it was last heard from (-1: no session here).
+fn executor_info(node: &Node, e: &ExecutorRecord, now: Instant) -> pb::ExecutorInfo {
+    let session = node.replica.sessions.info(&e.name).filter(|s| s.incarnation == e.incarnation);
+    let ago = session.map_or(-1, |s| i64::try_from(now.duration_since(s.last_seen).as_millis()).unwrap_or(i64::MAX));
+    convert::executor_info(e, session.is_some_and(|s| s.connected), ago)
 }
 
 /// The members as this master sees them: the leader knows how far each has replicated.
