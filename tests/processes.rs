@@ -137,3 +137,47 @@ async fn a_restarted_master_answers_only_with_its_whole_log_applied() {
         );
     }
 }
+
+/// A master whose Raft log cannot be written (the disk is full; here a file size limit)
+/// exits, saying why, instead of staying up as a leader that can serve nothing and that
+/// executors keep coming back to. Started again, it has every task it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_that_cannot_write_its_log_exits_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("master").display().to_string();
+    // 8 MiB per file (sh counts 512-byte blocks); writes past it fail with EFBIG instead of
+    // the signal that would kill the process.
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .args(["-c", r#"ulimit -f 16384; trap "" XFSZ; exec "$0" "$@""#])
+        .arg(wasmgrid_tests::process::bin("master"));
+    limited.args(["--master-addr", "127.0.0.1:0", "--data-dir", &data_dir]);
+    let mut m = Proc::start_command(limited, "master", &dir.path().join("master.log"));
+    let port = m.addr.port();
+    let client = Client::new(vec![m.addr.clone()]).unwrap().with_deadline(Duration::from_secs(2));
+    let echo = client.upload_module(&guests::echo(), Arc::new(|_| {})).await.unwrap().digest;
+
+    let mut acknowledged = Vec::new();
+    for n in 0..20u8 {
+        let input = vec![n; 1 << 20];
+        let spec = pb::TaskSpec { module: echo.clone(), input, ..Default::default() };
+        match client.submit(vec![spec]).await {
+            Ok(ids) => acknowledged.push((ids[0], n)),
+            Err(_) => break,
+        }
+    }
+    assert!((3..20).contains(&acknowledged.len()), "{} acknowledged", acknowledged.len());
+    let status = m.wait_exit(Duration::from_secs(15)).expect("the master exits on its own");
+    assert_eq!(status.code(), Some(1));
+    let log = std::fs::read_to_string(dir.path().join("master.log")).unwrap();
+    assert!(log.contains("raft stopped:") && log.contains("File too large"), "{log}");
+
+    let m = master(dir.path(), port);
+    let _e = executor(dir.path(), &m);
+    let client = Client::new(vec![m.addr.clone()]).unwrap().with_deadline(Duration::from_secs(30));
+    for (id, n) in acknowledged {
+        let t = client.wait_one(id).await.unwrap();
+        assert_eq!(t.state(), pb::TaskState::Succeeded, "task {id}: {:?}", t.error);
+        assert!(t.output.len() == 1 << 20 && t.output.iter().all(|b| *b == n), "task {id}'s output");
+    }
+}

@@ -29,12 +29,25 @@ async fn run() -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let shutdown = CancellationToken::new();
     let running = wasmgrid_master::start(config, listeners, shutdown.clone()).await?;
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    running.step_down().await;
+    let failed = tokio::select! {
+        () = wait_for_signal() => None,
+        why = running.raft_failed() => Some(why),
+    };
+    match &failed {
+        None => {
+            tracing::info!("shutting down");
+            running.step_down().await;
+        }
+        Some(why) => tracing::error!(error = %why, "raft stopped on an error; this master cannot go on and exits"),
+    }
     shutdown.cancel();
     running.join().await;
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!(
+            "raft stopped: {why}; nothing acknowledged is lost: start this master again once the cause is fixed"
+        )),
+    }
 }
 
 async fn wait_for_signal() {

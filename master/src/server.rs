@@ -93,6 +93,25 @@ impl Running {
         }
     }
 
+    /// Resolves if Raft stops on its own, with why: a storage error it cannot go on after (a
+    /// full disk under the log). The master can then serve nothing, not even reads, and must
+    /// exit (so that executors and clients move to the other masters, and a supervisor
+    /// restarts it once the cause is fixed) rather than go on answering for a dead node.
+    pub async fn raft_failed(&self) -> String {
+        let mut metrics = self.node.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                    return fatal.to_string();
+                }
+            }
+            if metrics.changed().await.is_err() {
+                // Raft is gone without saying why: only on shutdown, which the caller drives.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Waits for the servers to stop (after the shutdown token fired) and stops Raft. Requests
     /// still open after [`STOP_GRACE`] (a client that stalls mid-upload, or stops reading a
     /// wait) are cut: nothing a client does holds a master's exit.

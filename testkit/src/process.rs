@@ -34,8 +34,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `name` with `args`, logging to `log`, and waits for `listening on`.
     pub fn start(name: &str, args: &[String], log: &Path) -> Self {
-        let mut child = Command::new(bin(name))
-            .args(args)
+        let mut command = Command::new(bin(name));
+        command.args(args);
+        Self::start_command(command, name, log)
+    }
+
+    /// Starts `command` (one of the binaries, perhaps through a shell that sets limits
+    /// first), logging to `log`, and waits for `listening on`.
+    pub fn start_command(mut command: Command, name: &str, log: &Path) -> Self {
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
