@@ -289,6 +289,33 @@ async fn executors_closed_by_a_leader_handing_over_do_not_reconnect_to_it() {
     assert!(!log[handing_over..].contains("executor registered"), "e1 came back to the leader: {log}");
 }
 
+/// An executor told of only one master finds the next leader when that one dies: the
+/// leaders it talks to list the whole group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_executor_joined_to_one_master_finds_the_next_leader_when_it_dies() {
+    let mut group = Group::start(3, &[]);
+    let client = group.client();
+    let leader = group.leader(Duration::from_secs(20)).await;
+    // Once every master has said where it serves (masters started with --initial-cluster
+    // know each other's peer addresses only).
+    wait_until("the masters' addresses known", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().members.iter().all(|m| !m.api_addr.is_empty())
+    })
+    .await;
+    let join = [group.masters[leader].api_addr()];
+    group.start_executor_joined("e1", 1, &join, &["--keepalive-ttl", "3s"]);
+    wait_until("e1 connected", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().executors.iter().any(|e| e.name == "e1" && e.connected)
+    })
+    .await;
+    let echo = upload(&client, &guests::echo()).await;
+    group.kill(leader);
+    let id = client.submit(vec![spec(&echo)]).await.unwrap()[0];
+    let ran = tokio::time::timeout(Duration::from_secs(30), client.wait_one(id)).await;
+    let t = ran.expect("the task runs on e1 under the new leader").unwrap();
+    assert_eq!((t.state(), t.executor.as_str()), (pb::TaskState::Succeeded, "e1"));
+}
+
 /// A leader cut off from its group cannot commit a submit it took: SIGTERM ends that wait too,
 /// rather than holding the exit for the write timeout (10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

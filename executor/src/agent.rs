@@ -209,6 +209,7 @@ impl Agent {
         };
         tracing::info!(master = %addr, leader = %welcome.leader, "connected to the leader");
         self.masters.answered(addr);
+        self.masters.learn_group(&welcome.masters);
         self.touch();
         self.status.connected.store(true, Ordering::Relaxed);
         *self.status.master.lock().unwrap_or_else(|p| p.into_inner()) = addr.to_string();
@@ -300,7 +301,12 @@ impl Agent {
                     }
                 }
             }
-            In::Ack(a) => self.runs.ack(a.tasks.iter().map(|r| (r.task_id, r.attempt))),
+            In::Ack(a) => {
+                self.runs.ack(a.tasks.iter().map(|r| (r.task_id, r.attempt)));
+                if !a.masters.is_empty() {
+                    self.masters.learn_group(&a.masters);
+                }
+            }
             In::Drain(_) => {
                 tracing::info!("the leader asked this executor to drain");
                 self.drain_requested.cancel();

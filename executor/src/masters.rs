@@ -1,8 +1,9 @@
 //! The masters this executor knows, and how it reaches them: the leader first when a
-//! follower has named it, otherwise each address of `--join` in turn, passing over for a
-//! while any master that froze on us (went silent, or never answered a stream).
+//! follower has named it, otherwise each address of `--join` and of the group (as the last
+//! leader listed it) in turn, passing over for a while any master that froze on us (went
+//! silent, or never answered a stream).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ const PASS_OVER_FOR: Duration = Duration::from_secs(15);
 #[derive(Default)]
 struct State {
     hint: Option<Addr>,
+    /// The group's masters not in `--join`, as the last leader listed them.
+    group: Vec<Addr>,
     next: usize,
     channels: HashMap<String, AuthChannel>,
     /// Masters that froze on us, and when.
@@ -33,6 +36,13 @@ struct State {
 impl State {
     fn passed_over(&self, addr: &Addr) -> bool {
         self.frozen.get(&addr.host_port()).is_some_and(|at| at.elapsed() < PASS_OVER_FOR)
+    }
+}
+
+impl Masters {
+    /// Every master known: `--join`'s, then the rest of the group's.
+    fn all(&self, s: &State) -> Vec<Addr> {
+        self.addrs.iter().chain(&s.group).cloned().collect()
     }
 }
 
@@ -53,11 +63,21 @@ impl Masters {
         if let Some(hint) = s.hint.take() {
             return hint;
         }
-        let n = self.addrs.len();
-        let turn =
-            (0..n).map(|i| s.next.wrapping_add(i) % n).find(|&i| !s.passed_over(&self.addrs[i])).unwrap_or(s.next % n);
+        let all = self.all(&s);
+        let n = all.len();
+        let turn = (0..n).map(|i| s.next.wrapping_add(i) % n).find(|&i| !s.passed_over(&all[i])).unwrap_or(s.next % n);
         s.next = turn.wrapping_add(1);
-        self.addrs[turn].clone()
+        all[turn].clone()
+    }
+
+    /// Takes the group's masters as a leader listed them (in its welcome): an executor told
+    /// of only some of them in `--join` still finds the next leader when those are down.
+    /// Addresses it cannot parse are left out.
+    pub fn learn_group(&self, masters: &[String]) {
+        let mut known: HashSet<String> = self.addrs.iter().map(Addr::host_port).collect();
+        let group =
+            masters.iter().filter_map(|m| m.parse::<Addr>().ok()).filter(|a| known.insert(a.host_port())).collect();
+        self.lock().group = group;
     }
 
     /// `addr` accepted a stream and then went silent, or never answered one.
@@ -112,12 +132,13 @@ impl Masters {
     pub async fn fetch_module(&self, digest: &str) -> Result<Vec<u8>, String> {
         let mut last_error = String::from("no master to fetch from");
         // Masters that froze on us last: a fetch from one would wait for the keepalive.
-        let mut addrs: Vec<&Addr> = self.addrs.iter().collect();
-        {
+        let addrs = {
             let s = self.lock();
+            let mut addrs = self.all(&s);
             addrs.sort_by_key(|a| s.passed_over(a));
-        }
-        for addr in addrs {
+            addrs
+        };
+        for addr in &addrs {
             match self.fetch_from(addr, digest).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => last_error = format!("{addr}: {e}"),
@@ -135,5 +156,33 @@ impl Masters {
             bytes.extend_from_slice(&chunk.data);
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_group_a_leader_lists_joins_the_round_robin() {
+        let masters = Masters::new(vec![addr("127.0.0.1:1")], Security::default());
+        assert_eq!(masters.next(), addr("127.0.0.1:1"));
+        assert_eq!(masters.next(), addr("127.0.0.1:1"));
+        let listed = ["http://127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:2", "not an address"];
+        masters.learn_group(&listed.map(String::from));
+        let turns: Vec<String> = (0..6).map(|_| masters.next().host_port()).collect();
+        let mut seen = turns[..3].to_vec();
+        seen.sort();
+        assert_eq!(seen, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], "{turns:?}");
+        assert_eq!(turns[..3], turns[3..], "{turns:?}");
+        // A later list replaces it (a master removed from the group is dropped), --join stays.
+        masters.learn_group(&["127.0.0.1:3".to_string()]);
+        let mut turns: Vec<String> = (0..2).map(|_| masters.next().host_port()).collect();
+        turns.sort();
+        assert_eq!(turns, ["127.0.0.1:1", "127.0.0.1:3"]);
     }
 }

@@ -116,6 +116,13 @@ impl Node {
         Some((id, member))
     }
 
+    /// Where clients and executors reach every master of the group.
+    pub fn api_addrs(&self) -> Vec<String> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        membership.nodes().map(|(id, member)| self.api_addr(*id, member)).filter(|a| !a.is_empty()).collect()
+    }
+
     /// Where clients reach master `id`: announced through the log, else from its membership.
     pub fn api_addr(&self, id: NodeId, member: &Member) -> String {
         let announced = self.replica.read().member_addrs().get(&id).cloned();

@@ -223,7 +223,10 @@ impl Sessions {
             self.send(&name, message(pb::master_message::Kind::Cancel(pb::CancelTasks { tasks: runs })));
         }
         for (name, runs) in group(acks) {
-            self.send(&name, message(pb::master_message::Kind::Ack(pb::ResultsAck { tasks: runs })));
+            self.send(
+                &name,
+                message(pb::master_message::Kind::Ack(pb::ResultsAck { tasks: runs, masters: Vec::new() })),
+            );
         }
     }
 }

@@ -108,6 +108,7 @@ async fn serve(
     let welcome = pb::Welcome {
         keepalive_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(1000),
         leader: node.config.name.clone(),
+        masters: node.api_addrs(),
     };
     if tx.send(Ok(message(pb::master_message::Kind::Welcome(welcome)))).await.is_err() {
         return;
@@ -206,7 +207,8 @@ async fn serve(
                         // be moving these runs, and the executor's lease should run out as
                         // the masters' does. A full outbox is busy talking already.
                         if node.has_quorum() {
-                            let ack = pb::master_message::Kind::Ack(pb::ResultsAck::default());
+                            let group = pb::ResultsAck { tasks: Vec::new(), masters: node.api_addrs() };
+                            let ack = pb::master_message::Kind::Ack(group);
                             let _ = tx.try_send(Ok(message(ack)));
                         }
                     }
