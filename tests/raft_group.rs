@@ -189,11 +189,27 @@ async fn members_are_added_and_removed_while_serving() {
     let members = follower.list_members().await.unwrap();
     assert!(members.members.iter().all(|m| m.last_log_index > 0), "{members:?}");
 
+    // A new master becomes a voter only once it has nearly all of a log that keeps moving:
+    // 1,500 entries behind at first, with submits going on throughout.
+    for _ in 0..1500 {
+        client.submit(vec![spec(&module, "backlog".into())]).await.unwrap();
+    }
+    let writing = tokio::spawn({
+        let (client, module) = (group.client(), module.clone());
+        async move {
+            loop {
+                client.submit(vec![spec(&module, "meanwhile".into())]).await.unwrap();
+            }
+        }
+    });
     let new = group.start_new_master();
     let url = group.masters[new].peer_url();
     let members = client.add_member("m3", &url).await.unwrap();
+    writing.abort();
     assert_eq!(members.members.len(), 4);
     assert!(members.members.iter().all(|m| m.role != "learner"));
+    let added = members.members.iter().find(|m| m.name == "m3").unwrap();
+    assert!(added.lag < 500, "m3 became a voter {} entries behind", added.lag);
     run("with four").await;
 
     let err = client.add_member("m3", &url).await.unwrap_err();

@@ -60,6 +60,9 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
+/// How close to the leader's log a learner must be to become a voter.
+const CAUGHT_UP_ENTRIES: u64 = 64;
+
 /// How long a stopping master lets open requests finish.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -178,6 +181,10 @@ pub async fn start(
         // Logs kept behind a snapshot, for followers a little behind (the rest get the snapshot).
         max_in_snapshot_log_to_keep: config.snapshot_every.min(1_000),
         max_payload_entries: 64,
+        // A learner counts as caught up (and `member add` makes it a voter) this close to the
+        // leader's log. openraft's default, 5,000 entries, let a busy group promote a master
+        // thousands of entries behind: a voter that cannot yet acknowledge anything.
+        replication_lag_threshold: CAUGHT_UP_ENTRIES,
         ..Default::default()
     }
     .validate()?;
