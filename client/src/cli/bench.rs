@@ -75,6 +75,12 @@ pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyho
     let report = run(client, &opts, &move |n| shown.set_position(n as u64)).await;
     bar.finish_and_clear();
     let report = report?;
+    // Said first, so a reader that goes away (`| head -1`) cannot cut it off or turn the
+    // failure into success.
+    if report.failed > 0 {
+        super::fail_even_if_closed();
+        eprintln!("error: {} of the {} tasks failed (see `task list --state failed`)", report.failed, report.tasks);
+    }
     match output {
         Output::Json => print_json(&serde_json::to_value(&report)?),
         Output::Text => {
@@ -104,9 +110,6 @@ pub async fn run_bench(client: Client, args: BenchArgs, output: Output) -> anyho
                 report.latency_p99_ms
             );
         }
-    }
-    if report.failed > 0 {
-        eprintln!("error: {} of the {} tasks failed (see `task list --state failed`)", report.failed, report.tasks);
     }
     Ok(i32::from(report.failed > 0))
 }

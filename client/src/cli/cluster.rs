@@ -29,8 +29,8 @@ pub async fn run(client: &Client, cmd: ClusterCommand, output: Output) -> anyhow
                 "pending_tasks": s.pending_tasks,
                 "running_tasks": s.running_tasks,
                 "max_batch_size": s.max_batch_size,
-                "max_module_size": s.max_module_size,
-                "max_input_size": s.max_input_size,
+                "max_module_size": (s.max_module_size > 0).then_some(s.max_module_size),
+                "max_input_size": (s.max_input_size > 0).then_some(s.max_input_size),
             }));
         }
         Output::Text => {

@@ -41,10 +41,10 @@ impl Contents {
             Self::Input => status.max_input_size,
         };
         // Masters that do not say: no master takes more than half its largest message as
-        // input, nor a module beyond wasm's 4 GiB address space.
+        // input; for modules, a bound that still fits in a client's memory.
         Ok(match (said, self) {
             (0, Self::Input) => (wasmgrid_proto::MAX_MESSAGE_SIZE / 2) as u64,
-            (0, Self::Module) => 4 << 30,
+            (0, Self::Module) => 1 << 30,
             (n, _) => n,
         })
     }
@@ -70,14 +70,16 @@ pub async fn read(client: &Client, path: &Path, contents: Contents) -> anyhow::R
     }
     // A regular file says its size: within the default limit it is read at once, beyond the
     // masters' limit it is refused before it is read. Pipes and devices are read up to it.
-    let limit = match meta.is_file() && meta.len() <= contents.default_limit() {
-        true => contents.default_limit(),
-        false => contents.limit(client).await?,
-    };
+    let small = meta.is_file() && meta.len() <= contents.default_limit();
+    let limit = if small { contents.default_limit() } else { contents.limit(client).await? };
     if meta.is_file() && meta.len() > limit {
-        bail!(too_large(limit));
+        return Err(too_large(limit));
     }
-    read_at_most(file, limit).await.with_context(|| format!("cannot read {name}"))?.ok_or_else(|| too_large(limit))
+    match read_at_most(file, limit).await.with_context(|| format!("cannot read {name}"))? {
+        Some(bytes) => Ok(bytes),
+        None if small => bail!("{name} grew past {} while it was read", Size(limit).human()),
+        None => Err(too_large(limit)),
+    }
 }
 
 /// All of `reader` if it holds at most `limit` bytes; `None` if it holds more.

@@ -146,22 +146,24 @@ pub(crate) fn fail_even_if_closed() {
 /// Set once stdout's reader has gone, for [`write_stdout`].
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 
-/// Writes `bytes` to stdout, or nothing once its reader has gone; returns false then. For
+/// Writes `bytes` to stdout, or nothing once its reader has gone (see [`stdout_gone`]). For
 /// output that must not end the program early: a failed task's message still goes to
 /// stderr after its output was cut off. Other write errors end the program.
-pub(crate) fn write_stdout(bytes: &[u8]) -> bool {
-    if STDOUT_GONE.load(Ordering::Relaxed) {
-        return false;
+pub(crate) fn write_stdout(bytes: &[u8]) {
+    if stdout_gone() {
+        return;
     }
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            STDOUT_GONE.store(true, Ordering::Relaxed);
-            false
-        }
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => STDOUT_GONE.store(true, Ordering::Relaxed),
         Err(e) => stdout_failed(e),
     }
+}
+
+/// Whether stdout's reader has gone, as [`write_stdout`] found.
+pub(crate) fn stdout_gone() -> bool {
+    STDOUT_GONE.load(Ordering::Relaxed)
 }
 
 /// Writing to stdout failed: a closed pipe ends the program quietly (the reader has what it

@@ -106,48 +106,7 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
             }
             Ok(0)
         }
-        TaskCommand::Wait { ids } => {
-            let mut done = Vec::new();
-            client.wait(&ids, |t| done.push(t)).await?;
-            done.sort_by_key(|t| ids.iter().position(|i| *i == t.id));
-            let unsuccessful: Vec<String> =
-                done.iter().filter(|t| t.state() != pb::TaskState::Succeeded).map(|t| t.id.to_string()).collect();
-            if !unsuccessful.is_empty() {
-                super::fail_even_if_closed();
-            }
-            match output {
-                Output::Json => {
-                    // The exit code says some failed; stderr says which, as in text. Said
-                    // first, so a reader that goes away cannot cut it off.
-                    if !unsuccessful.is_empty() {
-                        eprintln!(
-                            "{} of the {} tasks did not succeed: {}",
-                            unsuccessful.len(),
-                            done.len(),
-                            unsuccessful.join(", ")
-                        );
-                    }
-                    match done.as_slice() {
-                        [one] => print_json(&task_json(one)),
-                        all => print_json(&all.iter().map(task_json).collect()),
-                    }
-                }
-                Output::Text if done.len() == 1 => print_outcome(&done[0]),
-                Output::Text => {
-                    // Like `head` given several files: a header before each output.
-                    for (i, t) in done.iter().enumerate() {
-                        let header =
-                            format!("{}==> task {} {} <==\n", if i == 0 { "" } else { "\n" }, t.id, state(t.state()));
-                        super::write_stdout(header.as_bytes());
-                        print_outcome(t);
-                        if !t.output.is_empty() && !t.output.ends_with(b"\n") {
-                            super::write_stdout(b"\n");
-                        }
-                    }
-                }
-            }
-            Ok(i32::from(!unsuccessful.is_empty()))
-        }
+        TaskCommand::Wait { ids } => wait(client, &ids, output).await,
         TaskCommand::List { state: wanted, limit } => {
             let tasks = client.list(wanted.map(Into::into), limit).await?;
             match output {
@@ -197,11 +156,61 @@ pub async fn run(client: &Client, cmd: TaskCommand, output: Output) -> anyhow::R
     }
 }
 
+/// `task wait ID...`: each task's outcome once it has finished; exit 1 if any did not succeed.
+async fn wait(client: &Client, ids: &[u64], output: Output) -> anyhow::Result<i32> {
+    let mut done = Vec::new();
+    client.wait(ids, |t| done.push(t)).await?;
+    done.sort_by_key(|t| ids.iter().position(|i| *i == t.id));
+    let unsuccessful: Vec<String> =
+        done.iter().filter(|t| t.state() != pb::TaskState::Succeeded).map(|t| t.id.to_string()).collect();
+    if !unsuccessful.is_empty() {
+        super::fail_even_if_closed();
+    }
+    match output {
+        Output::Json => {
+            // The exit code says some failed; stderr says which, as in text. Said first, so a
+            // reader that goes away cannot cut it off.
+            if !unsuccessful.is_empty() {
+                eprintln!(
+                    "{} of the {} tasks did not succeed: {}",
+                    unsuccessful.len(),
+                    done.len(),
+                    unsuccessful.join(", ")
+                );
+            }
+            match done.as_slice() {
+                [one] => print_json(&task_json(one)),
+                all => print_json(&all.iter().map(task_json).collect()),
+            }
+        }
+        Output::Text if done.len() == 1 => print_outcome(&done[0]),
+        Output::Text => {
+            // Like `head` given several files: a header before each output.
+            for (i, t) in done.iter().enumerate() {
+                if super::stdout_gone() {
+                    // The reader has what it wanted: only failures are still said.
+                    if t.state() != pb::TaskState::Succeeded {
+                        eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
+                    }
+                    continue;
+                }
+                let header = format!("{}==> task {} {} <==\n", if i == 0 { "" } else { "\n" }, t.id, state(t.state()));
+                super::write_stdout(header.as_bytes());
+                print_outcome(t);
+                if !t.output.is_empty() && !t.output.ends_with(b"\n") {
+                    super::write_stdout(b"\n");
+                }
+            }
+        }
+    }
+    Ok(i32::from(!unsuccessful.is_empty()))
+}
+
 async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Result<i32> {
     let module = resolve_module(client, &args.module).await?;
     let input = match (&args.input, &args.input_file) {
         (Some(text), _) => text.clone().into_bytes(),
-        (None, Some(p)) => files::read(client, p, Contents::Input).await.context("the input")?,
+        (None, Some(p)) => files::read(client, p, Contents::Input).await?,
         (None, None) => Vec::new(),
     };
     let spec = pb::TaskSpec {
@@ -290,8 +299,8 @@ pub async fn resolve_module(client: &Client, module: &str) -> anyhow::Result<Str
         let bare_hex = module.len() >= 12 && module.bytes().all(|b| b.is_ascii_hexdigit());
         if module.to_ascii_lowercase().starts_with("sha256:") || bare_hex {
             bail!(
-                "module {module:?} is not a whole digest, nor a file: a digest is `sha256:` and 64 hex digits, as \
-                 `module upload` and `module list` print it (prefixes are not taken)"
+                "module {module:?} is not a whole digest, nor a file: a digest is `sha256:` (in lowercase) and 64 \
+                 hex digits, as `module upload` and `module list` print it (prefixes are not taken)"
             );
         }
         bail!("module {module:?} is neither a sha256: digest nor an existing .wasm file");
