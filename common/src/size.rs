@@ -36,6 +36,16 @@ impl Size {
         }
         format!("{n}B")
     }
+
+    /// `self` for people next to a limit it passed: exact when rounding would make the two
+    /// read the same (a memory grown one page past 1GiB is not "1.0GiB" but "1048640KiB").
+    pub fn human_past(self, limit: Size) -> String {
+        let human = self.human();
+        if self != limit && human.replacen(".0", "", 1) == limit.human() {
+            return self.to_string();
+        }
+        human
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +153,10 @@ mod tests {
         assert_eq!(Size(18_956_000_000).human(), "17.7GiB");
         assert_eq!(Size::mib(64).human(), "64MiB");
         assert_eq!(Size(100).human(), "100B");
+        // Past a limit: exact where rounding would read as the limit itself.
+        assert_eq!(Size((1 << 30) + (64 << 10)).human_past(Size(1 << 30)), "1048640KiB");
+        assert_eq!(Size::mib(1536).human_past(Size(1 << 30)), "1.5GiB");
+        assert_eq!(Size::mib(1).human_past(Size::mib(1)), "1MiB");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use wasmgrid_common::Size;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtxView, WasiView};
@@ -89,8 +90,8 @@ impl ResourceLimiter for MemoryCap {
         if next > self.cap {
             self.refused = Some(format!(
                 "memory limit of {} reached: the task tried to grow its memory to {}",
-                wasmgrid_common::Size(self.cap).human(),
-                wasmgrid_common::Size(next).human()
+                Size(self.cap).human(),
+                Size(next).human_past(Size(self.cap))
             ));
             return Ok(false);
         }
@@ -123,7 +124,9 @@ impl ResourceLimiter for MemoryCap {
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         self.last_table_grow = None;
         // The table's own maximum is the guest's business; wasmtime also passes the pool's
-        // element limit as the maximum, and that one is the cap's.
+        // element limit as the maximum, and that one is the cap's (the pool is sized to
+        // `MAX_TABLE_ELEMENTS` in `engine.rs`; a table that declares exactly that maximum
+        // cannot be told apart, and is refused as the cap).
         if maximum.is_some_and(|m| desired > m && m < self.max_table_elements) {
             return Ok(false);
         }
@@ -139,7 +142,7 @@ impl ResourceLimiter for MemoryCap {
         if next > self.cap {
             self.refused = Some(format!(
                 "memory limit of {} reached: the task tried to grow a table to {desired} elements",
-                wasmgrid_common::Size(self.cap).human()
+                Size(self.cap).human()
             ));
             return Ok(false);
         }
@@ -170,6 +173,15 @@ mod tests {
         assert!(!cap.table_growing(10, 13, None).unwrap(), "104 bytes in all");
         assert!(cap.refused.as_deref().is_some_and(|r| r.contains("13 elements")));
         assert!(cap.memory_growing(0, 20, None).unwrap());
+    }
+
+    #[test]
+    fn a_refusal_one_page_past_the_cap_does_not_read_as_the_cap() {
+        let mut cap = MemoryCap::new(1 << 30);
+        assert!(cap.memory_growing(0, 1 << 30, None).unwrap());
+        assert!(!cap.memory_growing(1 << 30, (1 << 30) + (64 << 10), None).unwrap());
+        let said = cap.refused.unwrap();
+        assert_eq!(said, "memory limit of 1GiB reached: the task tried to grow its memory to 1048640KiB");
     }
 
     #[test]

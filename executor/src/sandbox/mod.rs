@@ -300,7 +300,7 @@ impl Sandbox {
             let size = if len == max + 1 {
                 format!("more than {}", Size(max as u64).human())
             } else {
-                Size(len as u64).human()
+                Size(len as u64).human_past(Size(max as u64))
             };
             (
                 FailureKind::OutputTooLarge,
