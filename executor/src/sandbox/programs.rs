@@ -117,7 +117,12 @@ impl Program for CommandModule {
     }
 
     async fn run(&self, store: &mut Store<Host>, _input: &[u8]) -> Result<Ended, Failed> {
-        let instance = self.0.instantiate_async(&mut *store).await.map_err(Failed::Instantiate)?;
+        // A start function may end the program already (`proc_exit` in it): an exit code.
+        let instance = match self.0.instantiate_async(&mut *store).await {
+            Ok(instance) => instance,
+            Err(e) if e.downcast_ref::<I32Exit>().is_some() => return exit_code(e),
+            Err(e) => return Err(Failed::Instantiate(e)),
+        };
         let start = instance.get_typed_func::<(), ()>(&mut *store, "_start").map_err(Failed::Instantiate)?;
         match start.call_async(&mut *store, ()).await {
             Ok(()) => Ok(Ended::Exited(0)),

@@ -440,6 +440,24 @@ async fn a_table_grown_past_the_element_limit_is_a_memory_limit() {
     assert_eq!(kind(&o), Some(FailureKind::Trap));
 }
 
+/// A command whose start function exits (before `_start`) ends with that exit code, as it
+/// would from `_start`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_exits_in_its_start_function_has_that_exit_code() {
+    let sb = sandbox();
+    let exits = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (func $init (call $exit (i32.const 5)))
+          (start $init)
+          (func (export "_start") unreachable))"#,
+    )
+    .unwrap();
+    let o = run(&sb, Kind::Command, &exits, job(b"")).await;
+    assert_eq!((kind(&o), o.exit_code), (Some(FailureKind::TaskError), Some(5)), "{:?}", o.failure);
+}
+
 /// A task component that calls `exit` returned no result: its own failure, said so.
 #[test]
 fn a_task_component_that_exits_failed_as_task_error() {
