@@ -29,17 +29,13 @@ impl Digest {
 
     /// The hex digits on the stack: a digest is formatted for every task sent or shown.
     fn hex_bytes(&self) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        self.write_hex(&mut out);
-        out
-    }
-
-    fn write_hex(&self, out: &mut [u8; 64]) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
         for (i, b) in self.0.iter().enumerate() {
             out[2 * i] = DIGITS[usize::from(b >> 4)];
             out[2 * i + 1] = DIGITS[usize::from(b & 15)];
         }
+        out
     }
 
     /// True when `s` looks like a digest rather than a file path.
@@ -79,11 +75,8 @@ impl fmt::Display for Digest {
         // One write: `to_string` then allocates the 71 bytes once instead of growing twice
         // (this was 4% of a busy master's CPU).
         let mut text = [0u8; PREFIX.len() + 64];
-        let (prefix, hex) = text.split_at_mut(PREFIX.len());
-        prefix.copy_from_slice(PREFIX.as_bytes());
-        if let Ok(hex) = <&mut [u8; 64]>::try_from(hex) {
-            self.write_hex(hex);
-        }
+        text[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
+        text[PREFIX.len()..].copy_from_slice(&self.hex_bytes());
         f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
