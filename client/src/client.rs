@@ -256,7 +256,7 @@ impl Client {
             if failing > NOTICE_AFTER && !noticed {
                 noticed = true;
                 if let Some(notice) = &self.notice {
-                    notice(&format!("no master answers yet ({}); retrying for up to {:?}", last(), deadline));
+                    notice(&format!("no leader has answered yet ({}); retrying for up to {:?}", last(), deadline));
                 }
             }
             // A named leader is tried at once; otherwise back off a little.
