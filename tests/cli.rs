@@ -175,14 +175,7 @@ fn upload_submit_and_wait_through_the_cli() {
 
     // A reader that stops reading (`| head -1`) ends the client quietly.
     for args in [&["task", "list"][..], &["task", "submit", &digest, "--input", "x", "--wait"]] {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let cut = Command::new(bin("master-client"))
-            .env("WASMGRID_MASTER_ADDR", m.addr.host_port())
-            .args(args)
-            .stdout(writer)
-            .output()
-            .unwrap();
+        let cut = client_into_closed_pipe(&m, args);
         assert_eq!((cut.status.code(), stderr(&cut)), (Some(0), String::new()), "{args:?}");
     }
     // Unless what it printed was a failure: a program that wrote output, then exited 3.
@@ -198,14 +191,7 @@ fn upload_submit_and_wait_through_the_cli() {
         &["--output", "json", "task", "submit", cat, "--input", "3 then exit", "--wait"],
         &["bench", "--module", fail.to_str().unwrap(), "--tasks", "2", "--concurrency", "2"],
     ] {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let cut = Command::new(bin("master-client"))
-            .env("WASMGRID_MASTER_ADDR", m.addr.host_port())
-            .args(args)
-            .stdout(writer)
-            .output()
-            .unwrap();
+        let cut = client_into_closed_pipe(&m, args);
         assert_eq!(cut.status.code(), Some(1), "{args:?}: {}", stderr(&cut));
         let said = stderr(&cut);
         assert!(
@@ -259,6 +245,18 @@ fn upload_submit_and_wait_through_the_cli() {
         "{drained}"
     );
     assert!(drained["last_heartbeat_ms_ago"].is_u64(), "{drained}");
+}
+
+/// The client with its stdout into a pipe whose reader has gone (`| head -c 0`).
+fn client_into_closed_pipe(master: &Proc, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(bin("master-client"))
+        .env("WASMGRID_MASTER_ADDR", master.addr.host_port())
+        .args(args)
+        .stdout(writer)
+        .output()
+        .unwrap()
 }
 
 fn client_at(addrs: &str, args: &[&str]) -> Output {
