@@ -289,6 +289,32 @@ async fn executors_closed_by_a_leader_handing_over_do_not_reconnect_to_it() {
     assert!(!log[handing_over..].contains("executor registered"), "e1 came back to the leader: {log}");
 }
 
+/// An executor lost for longer than `result-retention` is forgotten, as an old result is;
+/// one that still runs keeps its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_executor_lost_past_the_retention_is_forgotten() {
+    let mut group = Group::start(1, &["--result-retention", "2s"]);
+    group.start_executor("e1", 1);
+    group.start_executor("e2", 1);
+    let client = group.client();
+    wait_until("both connected", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().executors.iter().filter(|e| e.connected).count() == 2
+    })
+    .await;
+    group.executors[0].kill();
+    wait_until("e1 lost", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().executors.iter().any(|e| e.name == "e1" && e.state == "lost")
+    })
+    .await;
+    wait_until("e1 forgotten", Duration::from_secs(10), || async {
+        client.cluster_status().await.unwrap().executors.iter().all(|e| e.name != "e1")
+    })
+    .await;
+    let left = client.cluster_status().await.unwrap().executors;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((left[0].name.as_str(), left[0].state.as_str()), ("e2", "alive"));
+}
+
 /// An executor told of only one master finds the next leader when that one dies: the
 /// leaders it talks to list the whole group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

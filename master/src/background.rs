@@ -9,7 +9,8 @@
 //! - blobs: fetches module blobs this master lacks (after a snapshot or being away);
 //! - health: probes the other masters, for `cluster status`, and from their replies notices
 //!   when this master was removed from the group or is too far behind to stand for election;
-//! - retention: on the leader, forgets finished tasks older than `result-retention`.
+//! - retention: on the leader, forgets finished tasks older than `result-retention`, and
+//!   executors lost for longer than that.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,17 +41,45 @@ async fn retention(node: Arc<Node>, shutdown: CancellationToken) {
     }
     let period = (keep / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
+    // Executors this leader has seen lost, and since when.
+    let mut lost: HashMap<(String, u64), Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         if node.leader_since().is_none() {
+            lost.clear();
             continue;
         }
         let before_ms = now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
         if let Err(e) = node.propose(Command::Forget { before_ms }).await {
             tracing::debug!(error = %e, "retention pass not committed; trying again later");
+        }
+        forget_lost_executors(&node, &mut lost, keep).await;
+    }
+}
+
+/// Forgets executors lost for longer than `keep`, as finished tasks are: a cluster whose
+/// executors come and go under new names (autoscaling) would otherwise list every one that
+/// ever died, for ever. One that comes back registers anew.
+async fn forget_lost_executors(node: &Node, lost: &mut HashMap<(String, u64), Instant>, keep: Duration) {
+    let now_lost: Vec<(String, u64)> = node
+        .replica
+        .read()
+        .executors()
+        .filter(|e| e.state == ExecutorState::Lost)
+        .map(|e| (e.name.clone(), e.incarnation))
+        .collect();
+    lost.retain(|key, _| now_lost.contains(key));
+    for key in now_lost {
+        if lost.entry(key.clone()).or_insert_with(Instant::now).elapsed() < keep {
+            continue;
+        }
+        let (name, incarnation) = key;
+        tracing::info!(executor = %name, "forgetting an executor lost for longer than result-retention");
+        if let Err(e) = node.propose(Command::Deregister { name, incarnation }).await {
+            tracing::debug!(error = %e, "could not forget a lost executor; trying again later");
         }
     }
 }

@@ -102,7 +102,7 @@ pub struct MasterOptions {
     /// How long a write waits to be committed before it is answered with an error.
     #[arg(long, value_name = "DURATION")]
     pub write_timeout: Option<Dur>,
-    /// How long finished tasks (record, input, output) are kept; 0 keeps them forever.
+    /// How long finished tasks (record, input, output), and executors lost, are kept; 0 keeps them forever.
     #[arg(long, value_name = "DURATION")]
     pub result_retention: Option<Dur>,
     /// File holding the cluster's shared secret: every call to this master (clients,
