@@ -69,6 +69,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// A running master, for callers (tests) that need its parts.
 pub struct Running {
     pub node: Arc<Node>,
+    log_failure: tokio::sync::watch::Receiver<Option<String>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -101,6 +102,17 @@ impl Running {
     /// exit (so that executors and clients move to the other masters, and a supervisor
     /// restarts it once the cause is fixed) rather than go on answering for a dead node.
     pub async fn raft_failed(&self) -> String {
+        let mut log_failure = self.log_failure.clone();
+        tokio::select! {
+            why = self.raft_stopped() => why,
+            // A failed write openraft has not noticed yet (the commit index, written every
+            // second, is answered to no one): an idle leader would look healthy until its
+            // next write.
+            Ok(why) = log_failure.wait_for(Option::is_some) => format!("raft log write failed: {}", why.as_deref().unwrap_or_default()),
+        }
+    }
+
+    async fn raft_stopped(&self) -> String {
         let mut metrics = self.node.raft.metrics();
         loop {
             if let Err(fatal) = &metrics.borrow_and_update().running_state {
@@ -165,6 +177,7 @@ pub async fn start(
     // would be another master's live writes).
     let db = StateDb::open(&dir.join("state.redb"))?;
     let log_store = LogStore::open(&dir.join("raft-log"))?;
+    let log_failure = log_store.failure();
     let blobs = BlobStore::open(dir.join("blobs"))?;
     let replica = Arc::new(Replica::open(db, blobs)?);
     let state_store = StateStore::open(replica.clone(), dir.join("snapshots"))?;
@@ -253,7 +266,7 @@ pub async fn start(
         let peer_server = server(&security)?;
         tasks.push(tokio::spawn(serve_peer(node.clone(), peer_server, security.clone(), peer, shutdown.clone())));
     }
-    Ok(Running { node, tasks })
+    Ok(Running { node, log_failure, tasks })
 }
 
 /// The name of a founding member that already belongs to an initialized group, if any.

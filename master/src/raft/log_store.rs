@@ -100,6 +100,9 @@ struct Shared {
     last_log: Mutex<Option<LogId>>,
     /// The last entry known to be on disk and synced (`None` right after a truncation).
     durable: Mutex<Option<LogId>>,
+    /// Set, with why, once a write has failed: openraft learns of it only at its next call
+    /// (a failed commit-index rewrite is answered to no one), the master at once.
+    failed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Cheap to clone: clones share the files and the writer.
@@ -152,11 +155,17 @@ impl LogStore {
             meta: Mutex::new(meta),
             last_log: Mutex::new(last_log),
             durable: Mutex::new(last_log),
+            failed: tokio::sync::watch::Sender::new(None),
         });
         let (writer, ops) = std_mpsc::channel();
         let for_thread = shared.clone();
         std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || write_loop(&for_thread, &ops))?;
         Ok(Self { shared, writer })
+    }
+
+    /// Why a write failed, once one has (the log takes no more writes then).
+    pub fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.failed.subscribe()
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError> {
@@ -243,6 +252,7 @@ fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
             Err(e) => {
                 if failed.is_none() {
                     tracing::error!(error = %e, "raft log write failed; the log is read-only from now on");
+                    shared.failed.send_replace(Some(e.clone()));
                 }
                 failed.get_or_insert_with(|| e.clone());
             }
