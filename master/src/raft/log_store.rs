@@ -232,9 +232,9 @@ impl LogStore {
 
 fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
     let mut committed_written = Instant::now();
-    // After a failed write the files and memory may disagree: every later operation fails
-    // too (openraft stops on a storage error), rather than build on an unknown state.
-    let mut failed: Option<String> = None;
+    // After a failed write (`shared.failed`) the files and memory may disagree: every later
+    // operation fails too (openraft stops on a storage error), rather than build on an
+    // unknown state.
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_OPS_PER_WRITE {
@@ -243,19 +243,18 @@ fn write_loop(shared: &Shared, ops: &std_mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let result = match &failed {
+        let earlier = shared.failed.borrow().clone();
+        let result = match &earlier {
             Some(e) => Err(format!("an earlier raft log write failed: {e}")),
             None => apply(shared, &batch, &mut committed_written).map_err(|e| e.to_string()),
         };
         match &result {
             Ok(()) => lock(&shared.cache).evict(),
-            Err(e) => {
-                if failed.is_none() {
-                    tracing::error!(error = %e, "raft log write failed; the log is read-only from now on");
-                    shared.failed.send_replace(Some(e.clone()));
-                }
-                failed.get_or_insert_with(|| e.clone());
+            Err(e) if earlier.is_none() => {
+                tracing::error!(error = %e, "raft log write failed; the log is read-only from now on");
+                shared.failed.send_replace(Some(e.clone()));
             }
+            Err(_) => {}
         }
         for op in batch {
             let r = result.clone().map_err(StorageError::Corrupt);
