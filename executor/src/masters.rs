@@ -40,15 +40,13 @@ impl State {
 }
 
 impl Masters {
+    pub fn new(addrs: Vec<Addr>, security: Security) -> Self {
+        Self { addrs, security, state: Mutex::new(State::default()) }
+    }
+
     /// Every master known: `--join`'s, then the rest of the group's.
     fn all(&self, s: &State) -> Vec<Addr> {
         self.addrs.iter().chain(&s.group).cloned().collect()
-    }
-}
-
-impl Masters {
-    pub fn new(addrs: Vec<Addr>, security: Security) -> Self {
-        Self { addrs, security, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
