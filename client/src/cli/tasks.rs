@@ -190,7 +190,7 @@ async fn wait(client: &Client, ids: &[u64], output: Output) -> anyhow::Result<i3
                 if super::stdout_gone() {
                     // The reader has what it wanted: only failures are still said.
                     if t.state() != pb::TaskState::Succeeded {
-                        eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
+                        say_failure(t);
                     }
                     continue;
                 }
@@ -264,7 +264,7 @@ async fn submit(client: &Client, args: SubmitArgs, output: Output) -> anyhow::Re
         Output::Json => {
             if failed {
                 super::fail_even_if_closed();
-                eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(&t));
+                say_failure(&t);
             }
             print_json(&task_json(&t));
         }
@@ -324,8 +324,13 @@ fn print_outcome(t: &pb::Task) {
         }
     }
     if t.state() != pb::TaskState::Succeeded {
-        eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
+        say_failure(t);
     }
+}
+
+/// A task that did not succeed, on stderr: `task 7 failed: trap: ...`.
+fn say_failure(t: &pb::Task) {
+    eprintln!("task {} {}: {}", t.id, state(t.state()), failure_line(t));
 }
 
 fn short_digest(d: &str) -> String {
